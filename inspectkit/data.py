@@ -1,0 +1,267 @@
+"""Finding, scanning and validating a category in the MVTec AD folder layout.
+
+Class names come from the folders: ``train/good``, ``test/<class>``, ``ground_truth/<defect>/<stem>_mask.<ext>``.
+Recoverable problems (a corrupt file, a missing mask) are collected in ``Category.problems``; structural
+ones (no ``train/good``, no test images) raise ``UserError``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+DATA_ROOT_ENV = "MVTEC_ROOT"
+DEFAULT_DATA_ROOT = Path("data")
+DEFAULT_CATEGORY = "hazelnut"
+GOOD = "good"
+HOW_TO_GET_DATA = ("get it with --download, point --data-root (or MVTEC_ROOT) at your copy, "
+                   "or try the toolkit on synthetic data with --demo")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a category: where it is, which split and class folder it came from, and its mask."""
+
+    path: Path
+    split: str
+    label: str
+    mask_path: Path | None = None
+
+    @property
+    def is_defect(self) -> bool:
+        return self.label != GOOD
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Native properties of a decoded image."""
+
+    width: int
+    height: int
+    mode: str
+
+
+@dataclass
+class Category:
+    """A scanned (and usually validated) category: its usable samples and everything found wrong."""
+
+    name: str
+    root: Path
+    samples: list[Sample]
+    defect_classes: list[str]
+    has_ground_truth: bool
+    problems: list[dict] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    image_info: dict[Path, ImageInfo] = field(default_factory=dict)
+    mask_fraction: dict[Path, float] = field(default_factory=dict)
+    demo: bool = False
+
+    @property
+    def class_names(self) -> list[str]:
+        """``good`` first, then the defect classes in sorted order: the label index order of every model."""
+        return [GOOD, *self.defect_classes]
+
+    def split_samples(self, split: str) -> list[Sample]:
+        return [s for s in self.samples if s.split == split]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{"train": {"good": n}, "test": {"good": n, "<defect>": n}}`` over usable samples."""
+        out: dict[str, dict[str, int]] = {}
+        for split in ("train", "test"):
+            labels = Counter(s.label for s in self.split_samples(split))
+            order = [GOOD, *self.defect_classes] if split == "test" else sorted(labels, key=lambda c: c != GOOD)
+            out[split] = {c: labels.get(c, 0) for c in order if c in labels or split == "test"}
+        return out
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def add_problem(self, path: Path, problem: str) -> None:
+        self.problems.append({"file": self.relative(path), "problem": problem})
+
+
+def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
+    """``--data-root`` if given, else ``$MVTEC_ROOT``, else ``./data``."""
+    if data_root:
+        return Path(data_root).expanduser()
+    if os.environ.get(DATA_ROOT_ENV):
+        return Path(os.environ[DATA_ROOT_ENV]).expanduser()
+    return DEFAULT_DATA_ROOT
+
+
+def _is_category_dir(path: Path) -> bool:
+    return (path / "train").is_dir() or (path / "test").is_dir()
+
+
+def list_categories(root: Path) -> list[str]:
+    """Names of the category folders directly under ``root`` (folders holding ``train/`` or ``test/``)."""
+    if _is_category_dir(root):
+        return [root.name]
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_category_dir(p))
+
+
+def locate_category(root: Path, category: str | None) -> tuple[str, Path]:
+    """Resolve ``(name, folder)`` for ``category`` under ``root``; ``root`` may be the category folder itself."""
+    if not root.exists():
+        raise UserError(f"data root {root} does not exist (looked at --data-root, then ${DATA_ROOT_ENV}, "
+                        f"then ./{DEFAULT_DATA_ROOT}); {HOW_TO_GET_DATA}")
+    if not root.is_dir():
+        raise UserError(f"data root {root} is not a folder; {HOW_TO_GET_DATA}")
+    if _is_category_dir(root):
+        if category and category != root.name:
+            raise UserError(f"--data-root {root} is the category folder '{root.name}', but --category is "
+                            f"'{category}'; drop --category or point --data-root at the folder above")
+        return root.name, root
+    name = category or DEFAULT_CATEGORY
+    if (root / name).is_dir():
+        return name, root / name
+    found = list_categories(root)
+    where = f"{root / name}"
+    if found:
+        raise UserError(f"unknown category '{name}': no folder {where}; categories under {root}: {', '.join(found)}")
+    raise UserError(f"no MVTec category '{name}' at {where}; {HOW_TO_GET_DATA}")
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _list_images(folder: Path, skipped: list[str], root: Path) -> list[Path]:
+    images = []
+    for path in sorted(folder.iterdir()):
+        if _is_image(path):
+            images.append(path)
+        else:
+            skipped.append(path.relative_to(root).as_posix())
+    return images
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_category(name: str, folder: Path) -> Category:
+    """List a category's images and masks from its folders, without decoding anything."""
+    skipped: list[str] = []
+    train_good = folder / "train" / GOOD
+    if not train_good.is_dir():
+        raise UserError(f"category '{name}' has no train/good folder (expected {train_good}); "
+                        "is --data-root pointing at an MVTec-layout dataset?")
+    samples = [Sample(p, "train", GOOD) for p in _list_images(train_good, skipped, folder)]
+    if not samples:
+        raise UserError(f"{train_good} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+
+    test_dir = folder / "test"
+    test_classes = _class_dirs(test_dir) if test_dir.is_dir() else []
+    test_images = {c.name: _list_images(c, skipped, folder) for c in test_classes}
+    if not any(test_images.values()):
+        raise UserError(f"category '{name}' has no test images (expected {test_dir}/<class>/*.png)")
+    defect_classes = sorted(c for c, imgs in test_images.items() if c != GOOD and imgs)
+
+    gt_dir = folder / "ground_truth"
+    has_gt = gt_dir.is_dir()
+    masks: dict[tuple[str, str], Path] = {}
+    if has_gt:
+        for cls_dir in _class_dirs(gt_dir):
+            for mask in _list_images(cls_dir, skipped, folder):
+                stem = mask.stem[: -len("_mask")] if mask.stem.endswith("_mask") else mask.stem
+                masks[(cls_dir.name, stem)] = mask
+
+    category = Category(name, folder, samples, defect_classes, has_gt, skipped_files=skipped)
+    used_masks = set()
+    for cls, images in test_images.items():
+        for path in images:
+            mask = masks.get((cls, path.stem)) if cls != GOOD else None
+            if mask is not None:
+                used_masks.add(mask)
+            elif cls != GOOD and has_gt:
+                category.add_problem(path, "missing mask (expected ground_truth/"
+                                           f"{cls}/{path.stem}_mask.png); image kept, no pixel metrics for it")
+            category.samples.append(Sample(path, "test", cls, mask))
+    for mask in sorted(set(masks.values()) - used_masks):
+        category.add_problem(mask, "orphan mask: no test image with this name")
+    return category
+
+
+def _decode(path: Path) -> Image.Image:
+    with Image.open(path) as img:
+        img.load()
+        return img
+
+
+def validate_category(category: Category, progress: bool = True) -> Category:
+    """Decode every image and mask once; drop undecodable images and bad masks, recording each problem.
+
+    Fills ``image_info`` (native size and mode) and ``mask_fraction`` (share of defective pixels).
+    """
+    kept: list[Sample] = []
+    for sample in tqdm(category.samples, desc=f"checking {category.name}", unit="img",
+                       disable=not progress, leave=False):
+        if sample.path.stat().st_size == 0:
+            category.add_problem(sample.path, "zero-byte image file; skipped")
+            continue
+        try:
+            img = _decode(sample.path)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            category.add_problem(sample.path, f"cannot decode image ({exc.__class__.__name__}); skipped")
+            continue
+        category.image_info[sample.path] = ImageInfo(img.width, img.height, img.mode)
+        if sample.mask_path is not None:
+            sample = _check_mask(category, sample, img.size)
+        kept.append(sample)
+    category.samples = kept
+
+    modes = Counter(info.mode for info in category.image_info.values())
+    if len(modes) > 1:
+        main_mode = modes.most_common(1)[0][0]
+        for path, info in category.image_info.items():
+            if info.mode != main_mode:
+                category.add_problem(path, f"image mode {info.mode} in a mostly {main_mode} category; "
+                                           "models get it converted to RGB")
+    category.defect_classes = sorted({s.label for s in category.samples if s.is_defect})
+    return category
+
+
+def _check_mask(category: Category, sample: Sample, image_size: tuple[int, int]) -> Sample:
+    mask_path = sample.mask_path
+    try:
+        mask = np.asarray(_decode(mask_path).convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        category.add_problem(mask_path, f"cannot decode mask ({exc.__class__.__name__}); image kept without mask")
+        return Sample(sample.path, sample.split, sample.label, None)
+    if (mask.shape[1], mask.shape[0]) != image_size:
+        category.add_problem(mask_path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                                        f"{image_size[0]}x{image_size[1]}; image kept without mask")
+        return Sample(sample.path, sample.split, sample.label, None)
+    values = np.unique(mask)
+    if not set(values.tolist()) <= {0, 255} and not set(values.tolist()) <= {0, 1}:
+        category.add_problem(mask_path, f"mask is not binary ({len(values)} grey levels); pixels > 0 count as defect")
+    category.mask_fraction[mask_path] = float((mask > 0).mean())
+    return sample
+
+
+def load_category(data_root: str | os.PathLike | None, category: str | None, *, validate: bool = True,
+                  progress: bool = True, demo: bool = False) -> Category:
+    """Locate, scan and (by default) validate a category: the one entry point the scripts use."""
+    root = resolve_data_root(data_root)
+    name, folder = locate_category(root, category)
+    result = scan_category(name, folder)
+    result.demo = demo
+    if validate:
+        validate_category(result, progress=progress)
+        if not result.split_samples("train"):
+            raise UserError(f"no decodable images in {folder / 'train' / GOOD}")
+        if not result.split_samples("test"):
+            raise UserError(f"no decodable test images in {folder / 'test'}")
+    return result
