@@ -7,6 +7,7 @@ ones (no ``train/good``, no test images) raise ``UserError``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from .cache import cache_root
 from .errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -75,12 +77,9 @@ class Category:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{"train": {"good": n}, "test": {"good": n, "<defect>": n}}`` over usable samples."""
-        out: dict[str, dict[str, int]] = {}
-        for split in ("train", "test"):
-            labels = Counter(s.label for s in self.split_samples(split))
-            order = [GOOD, *self.defect_classes] if split == "test" else sorted(labels, key=lambda c: c != GOOD)
-            out[split] = {c: labels.get(c, 0) for c in order if c in labels or split == "test"}
-        return out
+        train = Counter(s.label for s in self.split_samples("train"))
+        test = Counter(s.label for s in self.split_samples("test"))
+        return {"train": {GOOD: train[GOOD]}, "test": {c: test[c] for c in self.class_names}}
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -200,26 +199,93 @@ def _decode(path: Path) -> Image.Image:
         return img
 
 
-def validate_category(category: Category, progress: bool = True) -> Category:
-    """Decode every image and mask once; drop undecodable images and bad masks, recording each problem.
+class _CheckMemo:
+    """What decoding a file told us last time, keyed by path, size and mtime, so a re-run skips the decode.
 
-    Fills ``image_info`` (native size and mode) and ``mask_fraction`` (share of defective pixels).
+    Stored as one JSON file in the cache folder; a stale or damaged store is simply rebuilt.
     """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.path = cache_root() / "checked_files.json"
+        self.enabled = enabled
+        self.entries: dict[str, dict] = {}
+        self.dirty = False
+        if enabled and self.path.exists():
+            try:
+                self.entries = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+
+    @staticmethod
+    def key(path: Path) -> str:
+        stat = path.stat()
+        return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+    def get(self, path: Path) -> dict | None:
+        return self.entries.get(self.key(path)) if self.enabled else None
+
+    def put(self, path: Path, record: dict) -> dict:
+        if self.enabled:
+            self.entries[self.key(path)] = record
+            self.dirty = True
+        return record
+
+    def save(self) -> None:
+        if not (self.enabled and self.dirty):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.entries))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # the memo only saves time; failing to write it must not fail the run
+
+
+def _check_image(path: Path, memo: _CheckMemo) -> dict:
+    if (record := memo.get(path)) is not None:
+        return record
+    try:
+        img = _decode(path)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return memo.put(path, {"error": exc.__class__.__name__})
+    return memo.put(path, {"width": img.width, "height": img.height, "mode": img.mode})
+
+
+def _check_mask_file(path: Path, memo: _CheckMemo) -> dict:
+    if (record := memo.get(path)) is not None and "fraction" in record:
+        return record
+    try:
+        mask = np.asarray(_decode(path).convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return memo.put(path, {"error": exc.__class__.__name__})
+    values = set(np.unique(mask).tolist())
+    return memo.put(path, {"width": mask.shape[1], "height": mask.shape[0], "fraction": float((mask > 0).mean()),
+                           "binary": values <= {0, 255} or values <= {0, 1}, "levels": len(values)})
+
+
+def validate_category(category: Category, progress: bool = True, memo: bool = True) -> Category:
+    """Decode every image and mask; drop undecodable images and bad masks, recording each problem.
+
+    Fills ``image_info`` (native size and mode) and ``mask_fraction`` (share of defective pixels). What a
+    decode found is remembered per file (path, size, mtime) in the cache, so a second run is quick.
+    """
+    checks = _CheckMemo(enabled=memo)
     kept: list[Sample] = []
     for sample in tqdm(category.samples, desc=f"checking {category.name}", unit="img",
                        disable=not progress, leave=False):
         if sample.path.stat().st_size == 0:
             category.add_problem(sample.path, "zero-byte image file; skipped")
             continue
-        try:
-            img = _decode(sample.path)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            category.add_problem(sample.path, f"cannot decode image ({exc.__class__.__name__}); skipped")
+        record = _check_image(sample.path, checks)
+        if "error" in record:
+            category.add_problem(sample.path, f"cannot decode image ({record['error']}); skipped")
             continue
-        category.image_info[sample.path] = ImageInfo(img.width, img.height, img.mode)
+        category.image_info[sample.path] = ImageInfo(record["width"], record["height"], record["mode"])
         if sample.mask_path is not None:
-            sample = _check_mask(category, sample, img.size)
+            sample = _check_mask(category, sample, (record["width"], record["height"]), checks)
         kept.append(sample)
+    checks.save()
     category.samples = kept
 
     modes = Counter(info.mode for info in category.image_info.values())
@@ -233,21 +299,20 @@ def validate_category(category: Category, progress: bool = True) -> Category:
     return category
 
 
-def _check_mask(category: Category, sample: Sample, image_size: tuple[int, int]) -> Sample:
+def _check_mask(category: Category, sample: Sample, image_size: tuple[int, int], memo: _CheckMemo) -> Sample:
     mask_path = sample.mask_path
-    try:
-        mask = np.asarray(_decode(mask_path).convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        category.add_problem(mask_path, f"cannot decode mask ({exc.__class__.__name__}); image kept without mask")
+    record = _check_mask_file(mask_path, memo)
+    if "error" in record:
+        category.add_problem(mask_path, f"cannot decode mask ({record['error']}); image kept without mask")
         return Sample(sample.path, sample.split, sample.label, None)
-    if (mask.shape[1], mask.shape[0]) != image_size:
-        category.add_problem(mask_path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+    if (record["width"], record["height"]) != image_size:
+        category.add_problem(mask_path, f"mask is {record['width']}x{record['height']} but its image is "
                                         f"{image_size[0]}x{image_size[1]}; image kept without mask")
         return Sample(sample.path, sample.split, sample.label, None)
-    values = np.unique(mask)
-    if not set(values.tolist()) <= {0, 255} and not set(values.tolist()) <= {0, 1}:
-        category.add_problem(mask_path, f"mask is not binary ({len(values)} grey levels); pixels > 0 count as defect")
-    category.mask_fraction[mask_path] = float((mask > 0).mean())
+    if not record["binary"]:
+        category.add_problem(mask_path, f"mask is not binary ({record['levels']} grey levels); "
+                                        "pixels > 0 count as defect")
+    category.mask_fraction[mask_path] = record["fraction"]
     return sample
 
 

@@ -9,12 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are files; never open a window
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 DPI = 150
 
 
-def save_figure(fig: "plt.Figure", path: str | os.PathLike) -> Path:
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
     """Save ``fig`` as PNG through a temporary file and an atomic rename, then close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,87 @@
+"""Dataset statistics for one MVTec AD-layout category (homework question 1).
+
+Prints a table and writes ``<out>/stats_<category>.json`` plus two figures in ``<out>/figures/``.
+
+Examples:
+    python stats.py --demo                                          # synthetic data, no download
+    python stats.py --category bottle --data-root ../shared/data/mvtec
+    python stats.py --category all --data-root /data/mvtec_anomaly_detection
+    python stats.py --category hazelnut --download                  # fetch MVTec AD, keep only hazelnut
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from inspectkit import download
+from inspectkit.cli import add_data_args, add_out_arg, resolve_category, run
+from inspectkit.data import list_categories, resolve_data_root
+from inspectkit.errors import UserError
+from inspectkit.figures.stats import counts_bar_chart, samples_grid
+from inspectkit.results import ensure_writable_dir, provenance, write_json
+from inspectkit.stats import category_stats, format_table
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(parser)
+    add_out_arg(parser)
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures (JSON and table only)")
+    group = parser.add_argument_group("download (MVTec's official archive, about 4.9 GB)")
+    group.add_argument("--download", action="store_true",
+                       help="download the archive into --data-root (resumable), verify it, extract --category")
+    group.add_argument("--url", default=download.MVTEC_URL, help="archive URL (default: MVTec's official address)")
+    group.add_argument("--sha256", default=download.MVTEC_SHA256, help="expected sha256 of the archive")
+    return parser
+
+
+def stats_for(args: argparse.Namespace, category_name: str | None) -> dict:
+    """Validate one category, write its JSON and figures, print its table; return the stats record."""
+    category = resolve_category(argparse.Namespace(**{**vars(args), "category": category_name}))
+    stats = category_stats(category)
+    out = Path(args.out)
+    if not args.no_figures:
+        stats["figures"] = {
+            "counts": counts_bar_chart(stats, out / "figures" / f"stats_{category.name}_counts.png").name,
+            "samples": samples_grid(category, out / "figures" / f"stats_{category.name}_samples.png").name,
+        }
+    stats["provenance"] = provenance(data_root=category.root.parent, demo=category.demo)
+    write_json(out / f"stats_{category.name}.json", stats)
+    print(format_table(stats))
+    if category.skipped_files:
+        print(f"warning: skipped {len(category.skipped_files)} non-image or hidden files "
+              f"(e.g. {category.skipped_files[0]})", file=sys.stderr)
+    for problem in category.problems:
+        print(f"problem: {problem['file']}: {problem['problem']}", file=sys.stderr)
+    print(f"wrote {out / f'stats_{category.name}.json'}")
+    return stats
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    ensure_writable_dir(args.out)
+    if args.download:
+        if args.demo:
+            raise UserError("--download and --demo exclude each other")
+        root = resolve_data_root(args.data_root)
+        wanted = None if args.category in (None, "all") else [args.category]
+        download.fetch_mvtec(root, wanted, url=args.url, sha256=args.sha256)
+    if args.category == "all" and not args.demo:
+        root = resolve_data_root(args.data_root)
+        names = list_categories(root) if root.is_dir() else []
+        if not names:
+            resolve_category(argparse.Namespace(**{**vars(args), "category": None}))  # raises the helpful error
+        records = [stats_for(args, name) for name in names]
+        overview = {
+            "categories": [{k: r[k] for k in ("category", "num_defect_classes", "num_images", "split",
+                                              "good_total", "defect_total")} for r in records],
+            "provenance": provenance(data_root=root),
+        }
+        write_json(Path(args.out) / "stats_overview.json", overview)
+        return records
+    return [stats_for(args, args.category)]
+
+
+if __name__ == "__main__":
+    run(main, get_args_parser())
