@@ -1,0 +1,140 @@
+"""The data layer: finding a category, class discovery, file filtering and validation problems."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inspectkit.data import list_categories, load_category, locate_category, resolve_data_root
+from inspectkit.errors import UserError
+
+
+def test_classes_and_counts_come_from_folders(synthetic_root):
+    category = load_category(synthetic_root, "demo", progress=False)
+    assert category.class_names == ["good", "hole", "scratch", "stain"]
+    assert category.counts() == {"train": {"good": 12}, "test": {"good": 4, "hole": 4, "scratch": 4, "stain": 4}}
+    assert category.problems == []
+    assert all(s.mask_path is not None for s in category.samples if s.is_defect)
+    assert all(0 < f < 0.5 for f in category.mask_fraction.values())
+
+
+def test_new_defect_folder_becomes_a_class(editable_root):
+    cat = editable_root / "demo"
+    shutil.copytree(cat / "test" / "hole", cat / "test" / "dent")
+    (cat / "ground_truth" / "dent").mkdir()
+    for mask in (cat / "ground_truth" / "hole").iterdir():
+        shutil.copy(mask, cat / "ground_truth" / "dent" / mask.name)
+    category = load_category(editable_root, "demo", progress=False)
+    assert category.defect_classes == ["dent", "hole", "scratch", "stain"]
+    assert category.problems == []
+
+
+def test_data_root_may_be_the_category_folder(synthetic_root):
+    name, folder = locate_category(synthetic_root / "demo", None)
+    assert (name, folder) == ("demo", synthetic_root / "demo")
+    with pytest.raises(UserError, match="category folder 'demo'"):
+        locate_category(synthetic_root / "demo", "hazelnut")
+
+
+def test_data_root_from_environment_then_default(monkeypatch, tmp_path):
+    assert str(resolve_data_root(None)) == "data"
+    monkeypatch.setenv("MVTEC_ROOT", str(tmp_path))
+    assert resolve_data_root(None) == tmp_path
+    assert resolve_data_root("elsewhere") != tmp_path
+
+
+def test_unknown_category_lists_the_ones_that_exist(synthetic_root):
+    with pytest.raises(UserError, match=r"categories under .*: demo"):
+        locate_category(synthetic_root, "hazelnut")
+    assert list_categories(synthetic_root) == ["demo"]
+
+
+def test_missing_root_says_where_it_looked_and_how_to_get_data(tmp_path):
+    with pytest.raises(UserError, match=r"does not exist.*--download.*--demo"):
+        load_category(tmp_path / "nowhere", "hazelnut")
+
+
+def test_any_letter_case_extension_counts_and_junk_is_skipped(editable_root):
+    good = editable_root / "demo" / "train" / "good"
+    Image.open(good / "000.png").save(good / "100.JPG", quality=95)
+    Image.open(good / "001.png").save(good / "101.Tiff")
+    (good / "002.png").rename(good / "002.PNG")
+    for junk in (".DS_Store", "Thumbs.db", "readme.txt"):
+        (good / junk).write_bytes(b"junk")
+    category = load_category(editable_root, "demo", progress=False)
+    assert category.counts()["train"]["good"] == 14
+    assert sorted(p.rsplit("/", 1)[1] for p in category.skipped_files) == [".DS_Store", "Thumbs.db", "readme.txt"]
+
+
+def _problem_for(category, name):
+    return [p["problem"] for p in category.problems if p["file"].endswith(name)]
+
+
+def test_recoverable_problems_are_listed_and_the_rest_is_kept(editable_root):
+    cat = editable_root / "demo"
+    data = (cat / "train/good/000.png").read_bytes()
+    (cat / "train/good/000.png").write_bytes(data[: len(data) // 2])  # truncated
+    (cat / "train/good/001.png").write_bytes(b"")  # zero bytes
+    (cat / "train/good/002.png").write_bytes(b"not a png at all")  # garbage
+    (cat / "ground_truth/hole/000_mask.png").unlink()  # missing mask
+    Image.new("L", (10, 10)).save(cat / "ground_truth/hole/001_mask.png")  # wrong size
+    Image.open(cat / "test/good/000.png").convert("L").save(cat / "test/good/000.png")  # grey image
+    shutil.copy(cat / "ground_truth/stain/000_mask.png", cat / "ground_truth/stain/099_mask.png")  # orphan
+    mask = np.asarray(Image.open(cat / "ground_truth/scratch/000_mask.png")).copy()
+    mask[mask > 0] = 128
+    mask[0, 0] = 255
+    Image.fromarray(mask).save(cat / "ground_truth/scratch/000_mask.png")  # three grey levels
+
+    category = load_category(editable_root, "demo", progress=False)
+    assert "truncated" in str(_problem_for(category, "train/good/000.png")) or \
+        "cannot decode" in _problem_for(category, "train/good/000.png")[0]
+    assert "zero-byte" in _problem_for(category, "train/good/001.png")[0]
+    assert "cannot decode" in _problem_for(category, "train/good/002.png")[0]
+    assert "missing mask" in _problem_for(category, "test/hole/000.png")[0]
+    assert "10x10" in _problem_for(category, "hole/001_mask.png")[0]
+    assert "mode L" in _problem_for(category, "test/good/000.png")[0]
+    assert "orphan" in _problem_for(category, "stain/099_mask.png")[0]
+    assert "not binary" in _problem_for(category, "scratch/000_mask.png")[0]
+    counts = category.counts()
+    assert counts["train"]["good"] == 9 and counts["test"]["hole"] == 4
+    holes = {s.path.name: s.mask_path for s in category.samples if s.label == "hole"}
+    assert holes["000.png"] is None and holes["001.png"] is None and holes["002.png"] is not None
+
+
+def test_check_memo_does_not_hide_a_file_that_changed(editable_root):
+    assert load_category(editable_root, "demo", progress=False).problems == []
+    target = editable_root / "demo/train/good/003.png"
+    target.write_bytes(b"broken now")
+    category = load_category(editable_root, "demo", progress=False)
+    assert _problem_for(category, "train/good/003.png")
+
+
+def test_non_square_and_mixed_sizes(tmp_path):
+    cat = tmp_path / "odd"
+    for i, size in enumerate([(80, 60), (80, 60), (50, 70)]):
+        (cat / "train/good").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (i * 40, 0, 0)).save(cat / f"train/good/{i}.png")
+    (cat / "test/crack").mkdir(parents=True)
+    (cat / "ground_truth/crack").mkdir(parents=True)
+    Image.new("L", (80, 60), 90).save(cat / "test/crack/0.png")
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:20, 30:50] = 255
+    Image.fromarray(mask).save(cat / "ground_truth/crack/0_mask.png")
+    category = load_category(tmp_path, "odd", progress=False)
+    sizes = sorted((i.width, i.height) for i in category.image_info.values())
+    assert sizes == [(50, 70), (80, 60), (80, 60), (80, 60)]
+    assert category.mask_fraction[cat / "ground_truth/crack/0_mask.png"] == pytest.approx(200 / 4800)
+
+
+def test_structural_errors_raise(editable_root):
+    cat = editable_root / "demo"
+    for folder in (cat / "test").iterdir():
+        shutil.rmtree(folder)
+    with pytest.raises(UserError, match="no test images"):
+        load_category(editable_root, "demo", progress=False)
+    shutil.rmtree(cat / "train" / "good")
+    with pytest.raises(UserError, match="no train/good"):
+        load_category(editable_root, "demo", progress=False)
