@@ -1,0 +1,43 @@
+"""The decode cache: one decode per file content and size, shared through the disk between processes."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from inspectkit.cache import DecodeCache, content_hash
+
+
+def test_each_image_is_decoded_once_and_matches_pil(synthetic_root, tmp_path):
+    path = synthetic_root / "demo/test/hole/000.png"
+    cache = DecodeCache(tmp_path)
+    first = cache.image(path, 32)
+    again = cache.image(path, 32)
+    assert cache.decoded == 1 and again is first
+    expected = np.asarray(Image.open(path).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
+    assert first.shape == (32, 32, 3) and first.dtype == np.uint8 and np.array_equal(first, expected)
+    assert cache.image_tensor(path, 32).shape == (3, 32, 32)
+
+    fresh = DecodeCache(tmp_path)  # a new process finds it on disk
+    assert np.array_equal(fresh.image(path, 32), first) and fresh.decoded == 0
+    fresh.image(path, 48)
+    assert fresh.decoded == 1  # another size is another entry
+
+
+def test_masks_are_boolean_and_good_images_have_empty_ones(synthetic_root, tmp_path):
+    cache = DecodeCache(tmp_path, disk=False)
+    mask = cache.mask(synthetic_root / "demo/ground_truth/hole/000_mask.png", 64)
+    assert mask.dtype == bool and mask.any()
+    assert not cache.mask(None, 16).any()
+    assert not list(tmp_path.iterdir())
+
+
+def test_changed_content_is_a_new_entry(tmp_path):
+    path = tmp_path / "img.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    cache = DecodeCache(tmp_path / "c")
+    before = content_hash(path)
+    assert cache.image(path, 8)[0, 0].tolist() == [10, 20, 30]
+    Image.new("RGB", (9, 9), (200, 0, 0)).save(path)  # another size, so the file stat differs too
+    assert content_hash(path) != before
+    assert cache.image(path, 8)[0, 0].tolist() == [200, 0, 0]
