@@ -1,0 +1,80 @@
+"""Build the three-page report (homework questions 1-5) from the result JSON under results/.
+
+Examples:
+    python build_report.py --pdf                              # results/report.pdf from results/*.json
+    python build_report.py --html --pdf --name "Ada Lovelace" --student-id 12345
+    python build_report.py --results /tmp/demo --pdf          # e.g. after python run_all.py --demo --out /tmp/demo
+    python build_report.py --pdf --allow-missing              # placeholders for results not made yet
+
+Exit codes: 2 for bad input or missing results (the message lists the command that makes each one),
+1 when the report cannot fit within 3 pages even with smaller figures (the message names the section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from inspectkit.cli import run
+from inspectkit.report import (
+    MAX_PAGES,
+    PageBudgetError,
+    build_context,
+    collect_inputs,
+    render_report,
+    word_budget,
+    write_atomic,
+)
+from inspectkit.results import ensure_writable_dir
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Render results/*.json into the A4 report (PDF and/or HTML).",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--results", default="results", help="folder holding the result JSON and figures/; "
+                        "the report is written there too")
+    parser.add_argument("--category", default=None,
+                        help="category to report on (default: the one stats_<category>.json in --results)")
+    parser.add_argument("--pdf", action="store_true", help="write <results>/report.pdf (the default output)")
+    parser.add_argument("--html", action="store_true", help="write <results>/report.html, for preview")
+    parser.add_argument("--name", default="", help="author's name for the header (a blank line if not given)")
+    parser.add_argument("--student-id", default="", help="student id for the header (a blank line if not given)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="render a marked placeholder for each missing result instead of exiting 2")
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Render the report; returns the paths written, the page count and the word counts."""
+    inputs = collect_inputs(args.results, args.category)
+    context = build_context(inputs, name=args.name, student_id=args.student_id, allow_missing=args.allow_missing)
+    out_dir = ensure_writable_dir(args.results)
+    rendered = render_report(context, base_url=out_dir)
+
+    written = {}
+    if args.html:
+        written["html"] = write_atomic(out_dir / "report.html", rendered.html)
+    if args.pdf or not args.html:
+        written["pdf"] = write_atomic(out_dir / "report.pdf", rendered.document.write_pdf())
+
+    budget = word_budget(rendered.word_counts)
+    print(f"category {inputs.category}: {rendered.pages} page(s) of at most {MAX_PAGES}"
+          f" (figures at {int(rendered.figure_scale * 100)} %)")
+    for key, count in budget.items():
+        mark = "ok" if count["ok"] else "OUTSIDE ±20 %"
+        print(f"  {key.upper()}: {count['words']:4d} words (target {count['target']}) {mark}")
+    if inputs.missing:
+        print(f"  placeholders for {len(inputs.missing)} missing result file(s)")
+    for kind, path in written.items():
+        print(f"wrote {kind.upper()}: {path}")
+    return {"paths": {k: Path(v) for k, v in written.items()}, "pages": rendered.pages,
+            "word_counts": rendered.word_counts, "figure_scale": rendered.figure_scale}
+
+
+if __name__ == "__main__":
+    try:
+        run(main, get_args_parser())
+    except PageBudgetError as exc:
+        print(f"build_report.py: error: {exc}", file=sys.stderr)
+        sys.exit(1)

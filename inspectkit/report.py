@@ -1,0 +1,598 @@
+"""The report: collect the result JSON under results/ into one template context, render it to HTML and PDF
+(Jinja2 + WeasyPrint), keep it within the page budget, and count each written answer's words.
+
+Every number and every comparative claim in the report is computed here from the JSON; templates only format.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import shlex
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .results import REPO_ROOT, git_commit, read_json
+
+TEMPLATES_DIR = REPO_ROOT / "templates"
+MAX_PAGES = 3
+FIGURE_SCALES = (1.0, 0.85, 0.7, 0.55)  # tried in order until the report fits MAX_PAGES
+WORD_TARGETS = {"q2": 150, "q3": 150, "q4": 100, "q5": 150}
+WORD_TOLERANCE = 0.20
+ATTEMPTS = (1, 2, 3, 4)
+SECTION_TITLES = {"header": "header", "q1": "Q1 dataset statistics", "q2": "Q2 four attempts",
+                  "q3": "Q3 long tail", "q4": "Q4 good-only anomaly detection",
+                  "q5": "Q5 labels for YOLO-World and SAM"}
+
+# Published anchors (not our results): Roth et al., PatchCore, CVPR 2022, WideResNet-50 layers 2+3, as reported
+# by the authors' patchcore-inspection repository per category (image AUROC, pixel AUROC).
+PUBLISHED_PATCHCORE = {"bottle": {"image_auroc": 1.000, "pixel_auroc": 0.985},
+                       "hazelnut": {"image_auroc": 1.000, "pixel_auroc": 0.987},
+                       "metal_nut": {"image_auroc": 1.000, "pixel_auroc": 0.986}}
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class Inputs:
+    """Which result files the report reads for one category, and the command that makes each missing one."""
+
+    results_dir: Path
+    category: str
+    demo: bool
+    data_root: str | None
+    found: dict[str, Any] = field(default_factory=dict)  # key -> parsed JSON
+    missing: dict[str, str] = field(default_factory=dict)  # key -> command that makes it
+
+    def has(self, *keys: str) -> bool:
+        return all(k in self.found for k in keys)
+
+
+def input_files(category: str) -> dict[str, str]:
+    """Result key -> file name under the results folder."""
+    files = {"stats": f"stats_{category}.json"}
+    files.update({f"attempt_{n}": f"attempt_{n}.json" for n in ATTEMPTS})
+    files.update({"evaluation": "evaluation.json", "anomaly": f"anomaly_{category}.json",
+                  "export": f"export_{category}.json"})
+    return files
+
+
+def find_category(results_dir: Path, category: str | None) -> str:
+    """``--category`` if given, else the one category that has a ``stats_<category>.json`` in ``results_dir``."""
+    if category:
+        return category
+    found = sorted(p.name[len("stats_"):-len(".json")] for p in results_dir.glob("stats_*.json")
+                   if p.name != "stats_overview.json")
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserError(f"no stats_<category>.json in {results_dir}, so the category is unknown; pass --category, "
+                        f"or make the results first (python run_all.py --demo --out {results_dir})")
+    raise UserError(f"{results_dir} holds results for several categories ({', '.join(found)}); "
+                    "choose one with --category")
+
+
+def _command(script: str, inputs: Inputs, *extra: str) -> str:
+    data = ["--demo"] if inputs.demo else ["--category", inputs.category, "--data-root", inputs.data_root or "DATA"]
+    argv = ["python", script, *extra, *data, "--out", str(inputs.results_dir)]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def collect_inputs(results_dir: str | os.PathLike, category: str | None = None) -> Inputs:
+    """Read every result JSON the report needs; note each missing one with the command that makes it."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise UserError(f"results folder {results_dir} does not exist; make the results first "
+                        f"(python run_all.py --demo --out {results_dir}), or pass --results DIR")
+    category = find_category(results_dir, category)
+    found: dict[str, Any] = {}
+    for key, name in input_files(category).items():
+        path = results_dir / name
+        if path.is_file():
+            try:
+                found[key] = read_json(path)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read {path} ({exc.__class__.__name__}: {str(exc)[:80]}); "
+                                "re-run the script that writes it") from None
+    provs = [d.get("provenance") or {} for d in found.values() if isinstance(d, dict)]
+    demo = any(p.get("demo_data") for p in provs)
+    data_root = next((p["data_root"] for p in provs if p.get("data_root")), None)
+    inputs = Inputs(results_dir, category, demo, data_root, found)
+    missing_attempts = [n for n in ATTEMPTS if f"attempt_{n}" not in found]
+    for n in missing_attempts:
+        which = "all" if len(missing_attempts) == len(ATTEMPTS) else str(n)
+        inputs.missing[f"attempt_{n}"] = _command("train.py", inputs, "--attempt", which)
+    commands = {"stats": _command("stats.py", inputs),
+                "evaluation": _command("evaluate.py", inputs),
+                "anomaly": _command("anomaly.py", inputs),
+                "export": _command("export_labels.py", inputs)}
+    for key, command in commands.items():
+        if key not in found:
+            inputs.missing[key] = command
+    return inputs
+
+
+def missing_message(inputs: Inputs) -> str:
+    """One line naming each missing result file and the command that makes it."""
+    files = input_files(inputs.category)
+    commands = dict.fromkeys(inputs.missing.values())  # the same command may make several files
+    parts = []
+    for command in commands:
+        names = [files[k] for k, c in inputs.missing.items() if c == command]
+        parts.append(f"{', '.join(names)}: run `{command}`")
+    return (f"missing results in {inputs.results_dir}: " + "; ".join(parts)
+            + " (or pass --allow-missing to render placeholders)")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def _figure(inputs: Inputs, name: str) -> str | None:
+    """The path of a figure relative to the results folder, or None when it was not made."""
+    return f"figures/{name}" if (inputs.results_dir / "figures" / name).is_file() else None
+
+
+def _join(items: list[str]) -> str:
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def verdict(diff: dict[str, float]) -> str:
+    """'improved', 'worsened' or 'did not clearly change', from a paired difference's mean and its spread."""
+    if diff["mean"] > 0 and diff["mean"] > diff["std"]:
+        return "improved"
+    if diff["mean"] < 0 and -diff["mean"] > diff["std"]:
+        return "worsened"
+    return "did not clearly change"
+
+
+# ----------------------------------------------------------------------------------------------- Q1
+
+
+def stats_context(stats: dict) -> dict:
+    """Q1: classes, counts per split, image sizes, mask areas and the long-tail ratio."""
+    counts = stats["counts"]
+    classes = ["good", *stats["defect_classes"]]
+    rows = []
+    for cls in classes:
+        train = counts["train"].get(cls, 0)
+        test = counts["test"].get(cls, 0)
+        area = stats["mask_area_fraction"].get(cls) if cls != "good" else None
+        rows.append({"name": cls, "train": train, "test": test, "total": train + test, "mask_area": area})
+    good_total = rows[0]["total"]
+    defect_rows = rows[1:]
+    defect_total = sum(r["total"] for r in defect_rows)
+    rarest = min(defect_rows, key=lambda r: r["total"]) if defect_rows else None
+    sizes = stats["image_sizes"]
+    return {
+        "category": stats["category"],
+        "defect_classes": stats["defect_classes"],
+        "num_defect_classes": stats["num_defect_classes"],
+        "rows": rows,
+        "num_images": stats["num_images"],
+        "split": stats["split"],
+        "image_sizes": sizes,
+        "main_size": sizes[0] if sizes else None,
+        "good_total": good_total,
+        "defect_total": defect_total,
+        "good_share": good_total / (good_total + defect_total) if good_total + defect_total else 0.0,
+        "rarest": rarest,
+        "head_to_tail": good_total / rarest["total"] if rarest and rarest["total"] else None,
+        "problems": len(stats.get("problems") or []),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- Q2, Q3
+
+# Hyper-parameters shown in the Q2 table and used to say what changed between attempts, in table order.
+CONFIG_LABELS = {"epochs": "epochs", "lr": "lr", "optimizer": "optimizer", "batch_size": "batch",
+                 "image_size": "image px", "loss": "loss"}
+CHANGE_LABELS = {"frozen": "frozen layers", "trainable": "trainable layers", "head": "head",
+                 "augmentation": "augmentation", "optimizer": "optimizer", "schedule": "schedule",
+                 "image_size": "image size", "loss": "loss", "sampler": "sampling", "lr": "learning rate",
+                 "lr_backbone": "backbone learning rate", "lr_head": "head learning rate",
+                 "early_stopping": "early stopping"}
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "+".join(_short(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_short(v)}" for k, v in value.items()) if value else "none"
+    return "none" if value is None else str(value)
+
+
+def _lr(config: dict) -> str:
+    if "lr_backbone" in config and "lr_head" in config and config["lr_backbone"] != config["lr_head"]:
+        return f"{config['lr_head']:.3g} head / {config['lr_backbone']:.3g} backbone"
+    return _short(config.get("lr", config.get("lr_head")))
+
+
+def _split_metric(split: dict, metric: str) -> float:
+    return float(split["test"][metric])
+
+
+def attempt_context(number: int, data: dict) -> dict:
+    """One row of the Q2 table, plus what Q2/Q3 compare (per-split metrics, per-class recall, confusion)."""
+    config = data["config"]
+    splits = data["splits"]
+    class_names = data["class_names"]
+    recall = {c: mean_std([float(s["test"]["per_class"][c]["recall"]) for s in splits]) for c in class_names}
+    size = len(class_names)
+    confusion = [[0] * size for _ in range(size)]
+    for split in splits:
+        for i, row in enumerate(split["test"]["confusion_matrix"]):
+            for j, value in enumerate(row):
+                confusion[i][j] += int(value)
+    timing = data["timing"]
+    return {
+        "number": number,
+        "name": data.get("name") or f"attempt {number}",
+        "description": data.get("description", ""),
+        "config": config,
+        "hyper": {label: (_lr(config) if key == "lr" else _short(config.get(key))) for key, label in
+                  CONFIG_LABELS.items()},
+        "macro_f1": data["test"]["macro_f1"],
+        "accuracy": data["test"]["accuracy"],
+        "per_split_macro_f1": [_split_metric(s, "macro_f1") for s in splits],
+        "num_splits": len(splits),
+        "recall": recall,
+        "class_names": class_names,
+        "confusion": confusion,
+        "wall_s": float(timing["wall_s"]),
+        "weights": (data.get("provenance") or {}).get("weights"),
+    }
+
+
+def config_changes(before: dict, after: dict) -> list[dict]:
+    """Every tracked hyper-parameter that differs between two configs: key, and readable 'label old → new'."""
+    changes = []
+    for key, label in CHANGE_LABELS.items():
+        if key in before or key in after:
+            old, new = before.get(key), after.get(key)
+            if old != new:
+                changes.append({"key": key, "text": f"{label} {_short(old)} → {_short(new)}"})
+    return changes
+
+
+def paired_difference(a: dict, b: dict) -> dict[str, float]:
+    """Mean ± std over splits of b's macro-F1 minus a's (the splits are the same seeds for every attempt)."""
+    pairs = list(zip(a["per_split_macro_f1"], b["per_split_macro_f1"], strict=False))
+    return mean_std([y - x for x, y in pairs])
+
+
+def attempts_context(attempts: list[dict], evaluation: dict | None) -> dict:
+    """Q2: the table, each step's measured effect, the best attempt and what set it apart from the baseline."""
+    steps = []
+    for prev, cur in itertools.pairwise(attempts):
+        diff = paired_difference(prev, cur)
+        steps.append({"from": prev, "to": cur, "diff": diff, "verdict": verdict(diff),
+                      "changes": config_changes(prev["config"], cur["config"])})
+    best = max(attempts, key=lambda a: a["macro_f1"]["mean"])
+    baseline = attempts[0]
+    runner_up = max((a for a in attempts if a is not best), key=lambda a: a["macro_f1"]["mean"], default=None)
+    over_baseline = paired_difference(baseline, best) if best is not baseline else None
+    margin = paired_difference(runner_up, best) if runner_up else None
+    largest = max(steps, key=lambda s: s["diff"]["mean"]) if steps else None
+    evaluation_best = None
+    if evaluation is not None:
+        evaluation_best = evaluation.get("best_attempt")
+    return {
+        "attempts": attempts,
+        "steps": steps,
+        "best": best,
+        "baseline": baseline,
+        "runner_up": runner_up,
+        "over_baseline": over_baseline,
+        "over_baseline_verdict": verdict(over_baseline) if over_baseline else None,
+        "margin": margin,
+        "clear_winner": bool(margin and verdict(margin) == "improved"),
+        "best_changes": config_changes(baseline["config"], best["config"]) if best is not baseline else [],
+        "largest_step": largest,
+        "evaluation_best": evaluation_best,
+        "num_splits": best["num_splits"],
+        "hyper_labels": list(CONFIG_LABELS.values()),
+    }
+
+
+def long_tail_context(q1: dict | None, attempt3: dict, attempt4: dict) -> dict:
+    """Q3: attempt 4 against attempt 3, recall per defect class (rarest first) and macro-F1."""
+    defects = [c for c in attempt4["class_names"] if c != "good"]
+    totals = {r["name"]: r["total"] for r in q1["rows"]} if q1 else {}
+    defects.sort(key=lambda c: (totals.get(c, 0), c))
+    rows = []
+    for cls in defects:
+        before, after = attempt3["recall"][cls]["mean"], attempt4["recall"][cls]["mean"]
+        rows.append({"name": cls, "total": totals.get(cls), "before": before, "after": after,
+                     "delta": after - before})
+    diff = paired_difference(attempt3, attempt4)
+    rarest = rows[0] if rows else None
+    config = attempt4["config"]
+    return {
+        "rows": rows,
+        "rarest": rarest,
+        "mean_recall_delta": statistics.fmean(r["delta"] for r in rows) if rows else 0.0,
+        "num_up": sum(r["delta"] > 0 for r in rows),
+        "num_down": sum(r["delta"] < 0 for r in rows),
+        "macro_f1_diff": diff,
+        "macro_f1_verdict": verdict(diff),
+        "loss": _short(config.get("loss")),
+        "tau": config.get("tau", config.get("logit_adjust_tau")),
+        "sampler": _short(config.get("sampler")) if "sampler" in config else None,
+        "a3": attempt3,
+        "a4": attempt4,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- Q4, Q5
+
+
+def anomaly_context(inputs: Inputs, data: dict) -> dict:
+    """Q4: our detector's metrics, the baseline's, and the published PatchCore anchor for the category."""
+    config = data.get("config") or {}
+    metrics, baseline = data["metrics"], data["baseline"]
+    keys = ("image_auroc", "pixel_auroc", "pro")
+    return {
+        "metrics": metrics,
+        "baseline": baseline,
+        "baseline_name": baseline.get("name", "baseline"),
+        "arch": config.get("arch"),
+        "image_size": config.get("image_size"),
+        "coreset_ratio": config.get("coreset_ratio"),
+        "beats_baseline": [k for k in keys if metrics.get(k) is not None and baseline.get(k) is not None
+                           and metrics[k] > baseline[k]],
+        "published": None if inputs.demo else PUBLISHED_PATCHCORE.get(inputs.category),
+        "total_s": (data.get("timings") or {}).get("total_s"),
+        "figure": _figure(inputs, f"anomaly_{inputs.category}.png"),
+        "weights": (data.get("provenance") or {}).get("weights"),
+    }
+
+
+def export_context(data: dict) -> dict:
+    """Q5: instance counts per defect type, multi-instance images, box sizes and polygon fidelity."""
+    per_class = data["instances_per_class"]
+    return {
+        "per_class": per_class,
+        "total": sum(per_class.values()),
+        "multi_instance_images": data["multi_instance_images"],
+        "box_fraction": data["box_fraction"],
+        "polygon_iou": data["polygon_iou"],
+    }
+
+
+# ----------------------------------------------------------------------------------------------- context
+
+
+def _weights_note(weights: dict | None) -> str | None:
+    if not weights:
+        return None
+    if weights.get("spec") == "none":
+        return "random-init weights (--weights none)"
+    if weights.get("spec") == "file":
+        return f"weights file {Path(weights.get('file') or '').name}"
+    return "torchvision ImageNet weights"
+
+
+def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow_missing: bool = False) -> dict:
+    """Everything the templates show, computed from the results; sections without inputs become placeholders."""
+    if inputs.missing and not allow_missing:
+        raise UserError(missing_message(inputs))
+    found = inputs.found
+    q1 = stats_context(found["stats"]) if inputs.has("stats") else None
+    attempts = [attempt_context(n, found[f"attempt_{n}"]) for n in ATTEMPTS if f"attempt_{n}" in found]
+    complete = len(attempts) == len(ATTEMPTS)
+    q2 = attempts_context(attempts, found.get("evaluation")) if complete and inputs.has("evaluation") else None
+    q3_long_tail = long_tail_context(q1, attempts[2], attempts[3]) if complete else None
+    q4 = anomaly_context(inputs, found["anomaly"]) if inputs.has("anomaly") else None
+    q5 = export_context(found["export"]) if inputs.has("export") else None
+
+    weights = sorted({note for note in [*(_weights_note(a["weights"]) for a in attempts),
+                                        _weights_note(q4["weights"]) if q4 else None] if note})
+    random_init = any("random-init" in w for w in weights)
+    files = input_files(inputs.category)
+
+    def missing_for(*keys: str) -> list[dict]:
+        return [{"file": files[k], "command": inputs.missing[k]} for k in keys if k in inputs.missing]
+
+    return {
+        "category": inputs.category,
+        "name": name,
+        "student_id": student_id,
+        "demo": inputs.demo,
+        "random_init": random_init,
+        "weights": weights,
+        "data_root": inputs.data_root,
+        "commit": git_commit(),
+        "sources": [files[k] for k in files if k in found],
+        "missing": missing_for(*files),
+        "q1": q1,
+        "q1_missing": missing_for("stats"),
+        "q1_figure": _figure(inputs, f"stats_{inputs.category}_counts.png"),
+        "q2": q2,
+        "q2_missing": missing_for(*(f"attempt_{n}" for n in ATTEMPTS), "evaluation"),
+        "q3": q3_long_tail,
+        "q3_missing": missing_for("stats", *(f"attempt_{n}" for n in (3, 4))),
+        "q4": q4,
+        "q4_missing": missing_for("anomaly"),
+        "q5": q5,
+        "q5_missing": missing_for("export"),
+        "figure_scale": 1.0,
+        "word_counts": {},
+    }
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _pm(stat: dict | None, digits: int = 3) -> str:
+    if not stat:
+        return "n/a"
+    return f"{_fmt(stat['mean'], digits)} ± {_fmt(stat['std'], digits)}"
+
+
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def _signed(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:+.{digits}f}".replace("-", "−")
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(fmt=_fmt, pm=_pm, pct=_pct, signed=_signed, join_and=_join)
+    return env
+
+
+def render_html(context: dict) -> str:
+    """The report as one HTML string (templates/report.html.j2 and its partials)."""
+    return _environment().get_template("report.html.j2").render(**context)
+
+
+class _AnswerText(HTMLParser):
+    """Collects the text inside elements marked ``data-answer="qN"`` (the prose of each written answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str | None] = []
+        self.text: dict[str, list[str]] = {}
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("br", "img", "hr", "meta", "link", "col", "wbr"):
+            return
+        answer = dict(attrs).get("data-answer")
+        self.stack.append(answer or (self.stack[-1] if self.stack else None))
+
+    def handle_endtag(self, tag):
+        if self.stack and tag not in ("br", "img", "hr", "meta", "link", "col", "wbr"):
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1]:
+            self.text.setdefault(self.stack[-1], []).append(data)
+
+
+WORD = re.compile(r"[^\W_]")
+
+
+def count_words(text: str) -> int:
+    """Whitespace-separated tokens that contain at least one letter or digit."""
+    return sum(1 for token in text.split() if WORD.search(token))
+
+
+def word_counts(html: str) -> dict[str, int]:
+    """Words per written answer (``data-answer`` elements), keyed q1..q5."""
+    parser = _AnswerText()
+    parser.feed(html)
+    return {key: count_words(" ".join(parts)) for key, parts in sorted(parser.text.items())}
+
+
+def word_budget(counts: dict[str, int]) -> dict[str, dict]:
+    """Each answer's count against its target, with ``ok`` when within ±WORD_TOLERANCE."""
+    out = {}
+    for key, target in WORD_TARGETS.items():
+        n = counts.get(key, 0)
+        out[key] = {"words": n, "target": target, "ok": abs(n - target) <= WORD_TOLERANCE * target}
+    return out
+
+
+@dataclass
+class Rendered:
+    """A rendered report: its HTML, the WeasyPrint document, and the figure scale that made it fit."""
+
+    html: str
+    document: Any
+    figure_scale: float
+    word_counts: dict[str, int]
+
+    @property
+    def pages(self) -> int:
+        return len(self.document.pages)
+
+
+def _render_document(html: str, base_url: Path):
+    from weasyprint import CSS, HTML
+
+    stylesheet = CSS(filename=str(TEMPLATES_DIR / "report.css"))
+    return HTML(string=html, base_url=str(base_url)).render(stylesheets=[stylesheet])
+
+
+def overflowing_section(document) -> str:
+    """The section whose content runs past page MAX_PAGES (the last one that starts on or before it)."""
+    last = "header"
+    for index, page in enumerate(document.pages):
+        if index >= MAX_PAGES:
+            break
+        for anchor in page.anchors:
+            if anchor in SECTION_TITLES:
+                last = anchor
+    return SECTION_TITLES[last]
+
+
+class PageBudgetError(Exception):
+    """The report does not fit MAX_PAGES pages even with the smallest figures; build_report.py exits 1 on it."""
+
+
+def render_report(context: dict, base_url: str | os.PathLike) -> Rendered:
+    """Render, shrinking the figures step by step until it fits MAX_PAGES; a UserError naming the section if not.
+
+    The word counts go into the context (the closing line shows them), so each layout is rendered twice.
+    """
+    base_url = Path(base_url)
+    document = html = None
+    counts: dict[str, int] = {}
+    for scale in FIGURE_SCALES:
+        context = {**context, "figure_scale": scale}
+        counts = word_counts(render_html(context))
+        html = render_html({**context, "word_counts": counts})
+        document = _render_document(html, base_url)
+        if len(document.pages) <= MAX_PAGES:
+            return Rendered(html, document, scale, counts)
+    raise PageBudgetError(f"the report has {len(document.pages)} pages even with figures at "
+                          f"{int(FIGURE_SCALES[-1] * 100)} %; {overflowing_section(document)} runs past "
+                          f"page {MAX_PAGES}: shorten it")
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write bytes or text through a temporary file and an atomic rename: no half-written report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,215 @@
+"""build_report.py and inspectkit/report.py on synthetic result JSON: page budget, numbers from data, missing inputs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+
+import build_report
+from inspectkit import report
+from inspectkit.results import write_json
+
+CLASSES = ["good", "broken_large", "broken_small", "contamination"]
+
+
+def _figure(path, width, height, seed):
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+def _provenance(demo, weights="none"):
+    return {"command": "test", "git_commit": "0" * 40, "time_utc": "2026-01-01T00:00:00+00:00", "seed": 0,
+            "weights": {"spec": weights, "file": None, "sha256": None, "pretrained": weights != "none"},
+            "data_root": "/data/mvtec", "demo_data": demo}
+
+
+def _attempt(number, rng, level, splits=3):
+    names = {1: "Linear probe", 2: "Fine-tune + augmentation", 3: "New head, 320 px", 4: "Logit adjustment"}
+    config = {"epochs": 5 * number, "optimizer": "sgd" if number == 1 else "adamw", "lr": 0.01 / number,
+              "batch_size": 32, "image_size": 224 if number < 3 else 320,
+              "loss": "logit_adjusted_ce" if number == 4 else "cross_entropy",
+              "frozen": ["features"] if number == 1 else [], "augmentation": number > 1, "tau": 1.0}
+    per_split = []
+    for _ in range(splits):
+        f1 = float(np.clip(level + rng.normal(0, 0.02), 0, 1))
+        confusion = rng.integers(0, 3, (4, 4)) + np.diag(rng.integers(5, 40, 4))
+        per_class = {c: {"precision": float(rng.uniform(0.5, 1)), "recall": float(rng.uniform(0.4, 1)),
+                         "f1": float(rng.uniform(0.5, 1))} for c in CLASSES}
+        per_split.append({"seed": len(per_split), "test": {"accuracy": f1 + 0.03, "balanced_accuracy": f1,
+                                                           "macro_f1": f1, "per_class": per_class,
+                                                           "confusion_matrix": confusion.tolist()}})
+    f1s = [s["test"]["macro_f1"] for s in per_split]
+    test = {"macro_f1": report.mean_std(f1s), "accuracy": report.mean_std([f + 0.03 for f in f1s]),
+            "balanced_accuracy": report.mean_std(f1s)}
+    return {"attempt": number, "name": names[number], "class_names": CLASSES, "config": config,
+            "splits": per_split, "test": test,
+            "timing": {"wall_s": float(rng.uniform(50, 900)), "images_per_s": 30.0, "data_share": 0.1}}
+
+
+def make_results(folder, *, seed=0, demo=True, category="bottle"):
+    """A complete, plausible results folder (JSON and figures) whose numbers depend on ``seed``."""
+    rng = np.random.default_rng(seed)
+    prov = _provenance(demo)
+    defects = {"broken_large": int(rng.integers(15, 25)), "broken_small": int(rng.integers(15, 25)),
+               "contamination": int(rng.integers(15, 25))}
+    train_good, test_good = int(rng.integers(150, 250)), int(rng.integers(15, 25))
+    write_json(folder / f"stats_{category}.json", {
+        "category": category, "defect_classes": sorted(defects), "num_defect_classes": 3,
+        "counts": {"train": {"good": train_good}, "test": {"good": test_good, **defects}},
+        "num_images": train_good + test_good + sum(defects.values()),
+        "split": {"train": train_good, "test": test_good + sum(defects.values())},
+        "image_sizes": [{"width": 900, "height": 900, "mode": "RGB", "count": 292}],
+        "mask_area_fraction": {d: {"mean": float(rng.uniform(0.01, 0.1)), "min": 0.001, "max": 0.2}
+                               for d in defects},
+        "problems": [], "provenance": prov})
+    levels = sorted(rng.uniform(0.6, 0.98, 4))
+    for n in report.ATTEMPTS:
+        data = _attempt(n, rng, levels[n - 1])
+        data["provenance"] = prov
+        write_json(folder / f"attempt_{n}.json", data)
+    write_json(folder / "evaluation.json", {"best_attempt": 4, "provenance": prov})
+    metrics = {"image_auroc": float(rng.uniform(0.9, 1)), "pixel_auroc": float(rng.uniform(0.9, 1)),
+               "pro": float(rng.uniform(0.7, 0.95)), "f1_max": 0.9, "threshold": 1.0, "per_defect_image_auroc": {}}
+    baseline = {k: v * 0.9 for k, v in metrics.items() if isinstance(v, float)}
+    write_json(folder / f"anomaly_{category}.json", {
+        "metrics": metrics, "baseline": baseline,
+        "config": {"arch": "mobilenet_v2", "image_size": 224, "coreset_ratio": 0.01},
+        "timings": {"total_s": 12.0}, "peak_rss_mb": 900.0, "provenance": prov})
+    write_json(folder / f"export_{category}.json", {
+        "instances_per_class": {d: n + int(rng.integers(0, 5)) for d, n in defects.items()},
+        "multi_instance_images": int(rng.integers(1, 10)),
+        "box_fraction": {"mean": float(rng.uniform(0.01, 0.1)), "min": 0.001, "max": 0.3},
+        "polygon_iou": {"mean": float(rng.uniform(0.95, 0.99)), "min": 0.9}, "provenance": prov})
+    _figure(folder / "figures" / f"stats_{category}_counts.png", 900, 600, seed)
+    _figure(folder / "figures" / f"anomaly_{category}.png", 1500, 400, seed)
+    return folder
+
+
+def _build(results, *extra):
+    args = build_report.get_args_parser().parse_args(["--results", str(results), "--pdf", "--html", *extra])
+    return build_report.main(args)
+
+
+def _pdf_text(path):
+    return " ".join(page.extract_text() for page in PdfReader(path).pages)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Two reports from two different synthetic result sets."""
+    out = []
+    for seed in (1, 2):
+        folder = make_results(tmp_path_factory.mktemp(f"results{seed}"), seed=seed)
+        out.append((folder, _build(folder)))
+    return out
+
+
+def test_report_fits_three_pages(built):
+    for folder, summary in built:
+        assert summary["pages"] <= report.MAX_PAGES
+        assert len(PdfReader(folder / "report.pdf").pages) == summary["pages"]
+        assert (folder / "report.html").is_file()
+
+
+def test_numbers_come_from_the_results(built):
+    (folder1, _), (folder2, _) = built
+    text1, text2 = _pdf_text(folder1 / "report.pdf"), _pdf_text(folder2 / "report.pdf")
+    numbers = re.compile(r"\d+\.\d{3}")
+    assert set(numbers.findall(text1)) != set(numbers.findall(text2))
+    for folder, text in ((folder1, text1), (folder2, text2)):
+        stats = report.read_json(folder / "stats_bottle.json")
+        assert f"{stats['num_images']}" in text
+        anomaly = report.read_json(folder / "anomaly_bottle.json")
+        assert f"{anomaly['metrics']['image_auroc']:.3f}" in text
+
+
+def test_best_attempt_is_computed(tmp_path):
+    folder = make_results(tmp_path, seed=3)
+    # make attempt 2 the clear winner, whatever the factory produced
+    data = report.read_json(folder / "attempt_2.json")
+    for split in data["splits"]:
+        split["test"]["macro_f1"] = 0.999
+    data["test"]["macro_f1"] = {"mean": 0.999, "std": 0.0}
+    write_json(folder / "attempt_2.json", data)
+    _build(folder)
+    html = (folder / "report.html").read_text()
+    assert re.search(r"best attempt is\s*<strong>2, Fine-tune \+ augmentation</strong>", html)
+    assert "Attempt 2 improved macro-F1 relative to attempt 1" in " ".join(html.split())
+
+
+def test_demo_and_random_init_are_stated(built):
+    folder, _ = built[0]
+    text = " ".join(_pdf_text(folder / "report.pdf").split())
+    assert "synthetic demo data" in text and "random-init weights" in text
+
+
+def test_real_data_has_no_demo_banner(tmp_path):
+    folder = make_results(tmp_path, seed=4, demo=False)
+    _build(folder)
+    html = (folder / "report.html").read_text()
+    assert "synthetic demo data" not in html
+    assert "PatchCore, WRN-50 (published)" in html
+
+
+def test_word_counts_within_target(built):
+    for _, summary in built:
+        budget = report.word_budget(summary["word_counts"])
+        assert set(budget) == set(report.WORD_TARGETS)
+        for key, count in budget.items():
+            assert count["ok"], f"{key}: {count['words']} words, target {count['target']}"
+
+
+def test_count_words():
+    assert report.count_words("Macro-F1 is 0.93 ± 0.02 — fine.") == 5
+    html = '<div data-answer="q2"><p>one two <b>three</b></p></div><p>not counted</p><div data-answer="q4">x y</div>'
+    assert report.word_counts(html) == {"q2": 3, "q4": 2}
+
+
+def test_missing_results_exit_2_with_commands(tmp_path, capsys):
+    folder = make_results(tmp_path, seed=5)
+    (folder / "anomaly_bottle.json").unlink()
+    for n in report.ATTEMPTS:
+        (folder / f"attempt_{n}.json").unlink()
+    with pytest.raises(SystemExit) as exc:
+        build_report.run(build_report.main, build_report.get_args_parser(), ["--results", str(folder), "--pdf"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"python anomaly.py --demo --out {folder}" in err
+    assert f"python train.py --attempt all --demo --out {folder}" in err
+    assert not (folder / "report.pdf").exists()
+
+
+def test_allow_missing_renders_placeholders(tmp_path):
+    folder = make_results(tmp_path, seed=6)
+    (folder / "export_bottle.json").unlink()
+    summary = _build(folder, "--allow-missing")
+    assert summary["pages"] <= report.MAX_PAGES
+    text = " ".join(_pdf_text(folder / "report.pdf").split())
+    assert "Placeholder: results missing" in text
+    assert "python export_labels.py" in text
+
+
+def test_category_is_found_or_asked_for(tmp_path):
+    make_results(tmp_path, seed=7)
+    assert report.find_category(tmp_path, None) == "bottle"
+    make_results(tmp_path, seed=7, category="hazelnut")
+    with pytest.raises(report.UserError, match="several categories"):
+        report.find_category(tmp_path, None)
+    with pytest.raises(report.UserError, match="does not exist"):
+        report.collect_inputs(tmp_path / "nope")
+
+
+def test_overflow_names_the_section(tmp_path, monkeypatch):
+    folder = make_results(tmp_path, seed=8)
+    monkeypatch.setattr(report, "MAX_PAGES", 1)
+    monkeypatch.setattr(report, "FIGURE_SCALES", (0.5,))
+    with pytest.raises(report.PageBudgetError, match=r"runs past page 1") as exc:
+        _build(folder)
+    assert re.search(r"Q\d", str(exc.value))
+    assert not (folder / "report.pdf").exists()
