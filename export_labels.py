@@ -1,0 +1,126 @@
+"""Export a category's defect masks as training data for detectors and segmenters: YOLO, YOLO-seg, COCO and SAM.
+
+Examples:
+    python export_labels.py --demo --out exports/demo                  # synthetic data, every format
+    python export_labels.py --category bottle --data-root ../shared/data/mvtec --format all --out exports/bottle
+    python export_labels.py --category bottle --format yolo yolo-seg --imgsz 640 --no-background \\
+        --out exports/bottle-640 --overwrite
+    python export_labels.py --category bottle --format coco --coco-segmentation rle --link sym --out exports/coco
+
+Writes <out>/{yolo,yolo-seg,coco,sam}/ and <out>/export_summary.json, and <results>/export_<category>.json.
+The train/val/test parts are split 0 of <results>/splits_<category>.json (train.py's) when it exists; otherwise
+a new split (the same one train.py would make with --seed) is made and saved as <out>/splits_<category>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from inspectkit.cli import add_data_args, data_root_of, resolve_category, run
+from inspectkit.errors import UserError
+from inspectkit.export import (
+    FORMATS,
+    LINK_MODES,
+    MASK_KINDS,
+    SEGMENTATIONS,
+    ExportOptions,
+    check_link_mode,
+    check_out_dir,
+    choose_split,
+    export_category,
+)
+from inspectkit.results import ensure_writable_dir, provenance, write_json
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Export defect masks as YOLO, YOLO-seg, COCO and SAM training data.")
+    add_data_args(parser)
+    parser.add_argument("--format", nargs="+", default=["all"], choices=[*FORMATS, "all"],
+                        help="one or more formats to write (default: all)")
+    parser.add_argument("--out", default=None,
+                        help="folder for the exported dataset, outside the data (default: exports/<category>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing export in --out (only folders an earlier export wrote)")
+    parser.add_argument("--results", default="results",
+                        help="folder for export_<category>.json, and where splits_<category>.json is looked for "
+                             "(default: results)")
+    parser.add_argument("--splits", default=None,
+                        help="split manifest to take split 0 from (default: <results>/splits_<category>.json if "
+                             "it exists, else a new seeded split saved in --out)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of a new split, the point prompts and the box jitter (default: 0)")
+    parser.add_argument("--min-area", type=int, default=16,
+                        help="drop mask regions smaller than this many pixels, after --imgsz (default: 16)")
+    parser.add_argument("--polygon-tolerance", type=float, default=0.25,
+                        help="simplify polygons by up to this many pixels; 0 keeps every contour point "
+                             "(default: 0.25, which only drops points on straight runs)")
+    parser.add_argument("--no-background", action="store_true",
+                        help="leave out good images (by default they are background images with empty labels)")
+    parser.add_argument("--link", default="copy", choices=LINK_MODES,
+                        help="copy images, or hard- or sym-link them to the originals (default: copy)")
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="resize images and masks so the longer side is N pixels, before labelling "
+                             "(default: keep the native size)")
+    parser.add_argument("--coco-segmentation", default="polygon", choices=SEGMENTATIONS,
+                        help="COCO masks as polygons or exact RLE (default: polygon)")
+    parser.add_argument("--sam-mask", default="png", choices=MASK_KINDS,
+                        help="SAM masks as one PNG per instance or RLE inside the JSONL (default: png)")
+    parser.add_argument("--sam-points", type=int, default=3,
+                        help="positive point prompts per instance, sampled inside the mask (default: 3)")
+    parser.add_argument("--sam-negatives", type=int, default=1,
+                        help="negative point prompts per instance, sampled near but outside the mask (default: 1)")
+    parser.add_argument("--box-jitter", type=float, default=0.0,
+                        help="move each side of the SAM box prompt by up to this share of the box size "
+                             "(default: 0, the exact box)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    if args.min_area < 1:
+        raise UserError(f"--min-area must be at least 1 pixel (got {args.min_area})")
+    if args.polygon_tolerance < 0:
+        raise UserError(f"--polygon-tolerance must be 0 or more (got {args.polygon_tolerance})")
+    if args.imgsz is not None and args.imgsz < 32:
+        raise UserError(f"--imgsz must be at least 32 (got {args.imgsz})")
+    if args.sam_points < 1 or args.sam_negatives < 0:
+        raise UserError("--sam-points must be at least 1 and --sam-negatives at least 0")
+    if not 0 <= args.box_jitter < 1:
+        raise UserError(f"--box-jitter must be in [0, 1) (got {args.box_jitter})")
+
+
+def main(args: argparse.Namespace) -> dict:
+    check_numbers(args)
+    formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
+    category = resolve_category(args, progress=not args.no_progress)
+    out = check_out_dir(args.out or Path("exports") / category.name, category.root, args.overwrite)
+    check_link_mode(args.link, category.root, out.parent, resize=args.imgsz is not None)
+    results = ensure_writable_dir(args.results)
+    if args.splits is not None and not Path(args.splits).is_file():
+        raise UserError(f"--splits {args.splits} is not a file; pass a split manifest made by train.py, "
+                        "or leave --splits out to make a new split")
+    split = choose_split(category, Path(args.splits or results / f"splits_{category.name}.json"), args.seed)
+
+    options = ExportOptions(formats=formats, min_area=args.min_area, polygon_tolerance=args.polygon_tolerance,
+                            imgsz=args.imgsz, link=args.link, background=not args.no_background,
+                            coco_segmentation=args.coco_segmentation, sam_mask=args.sam_mask,
+                            sam_positive=args.sam_points, sam_negative=args.sam_negatives,
+                            box_jitter=args.box_jitter, seed=args.seed)
+    record = provenance(seed=args.seed, data_root=data_root_of(category), demo=category.demo)
+    summary = export_category(category, out, options, split, record, progress=not args.no_progress)
+    path = write_json(results / f"export_{category.name}.json", summary)
+
+    for skipped in summary["images"]["skipped_files"]:
+        print(f"warning: skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
+    instances = summary["instances"]
+    per_class = ", ".join(f"{name} {n}" for name, n in instances["per_class"].items())
+    print(f"{instances['total']} instances ({per_class}) in {summary['images']['with_instances']} defect images, "
+          f"{summary['images']['background']} background images; split from {split.source}")
+    print(f"wrote {', '.join(formats)} to {out} and the summary to {path}")
+    return summary
+
+
+if __name__ == "__main__":
+    run(main, get_args_parser())
