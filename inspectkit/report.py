@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .metrics import mean_std
 from .results import REPO_ROOT, git_commit, read_json
 
 TEMPLATES_DIR = REPO_ROOT / "templates"
@@ -135,14 +136,9 @@ def missing_message(inputs: Inputs) -> str:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-
-
-def _figure(inputs: Inputs, name: str) -> str | None:
+def _figure(inputs: Inputs, name: str | None) -> str | None:
     """The path of a figure relative to the results folder, or None when it was not made."""
-    return f"figures/{name}" if (inputs.results_dir / "figures" / name).is_file() else None
+    return f"figures/{name}" if name and (inputs.results_dir / "figures" / name).is_file() else None
 
 
 def _join(items: list[str]) -> str:
@@ -199,14 +195,16 @@ def stats_context(stats: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- Q2, Q3
 
-# Hyper-parameters shown in the Q2 table and used to say what changed between attempts, in table order.
-CONFIG_LABELS = {"epochs": "epochs", "lr": "lr", "optimizer": "optimizer", "batch_size": "batch",
-                 "image_size": "image px", "loss": "loss"}
-CHANGE_LABELS = {"frozen": "frozen layers", "trainable": "trainable layers", "head": "head",
-                 "augmentation": "augmentation", "optimizer": "optimizer", "schedule": "schedule",
-                 "image_size": "image size", "loss": "loss", "sampler": "sampling", "lr": "learning rate",
-                 "lr_backbone": "backbone learning rate", "lr_head": "head learning rate",
-                 "early_stopping": "early stopping"}
+# Hyper-parameters shown in the Q2 table (config key -> column label), in table order.
+CONFIG_LABELS = {"epochs": "max epochs", "lr": "lr head / backbone", "optimizer": "optimizer",
+                 "batch_size": "batch", "image_size": "px", "loss": "loss"}
+# Config keys compared between attempts to say what a step changed, with how the prose names them.
+CHANGE_LABELS = {"train_levels": "which backbone levels are trained", "head": "the head",
+                 "image_size": "the input size", "augmentation": "augmentation", "optimizer": "the optimizer",
+                 "schedule": "the schedule", "lr_head": "the head's learning rate",
+                 "lr_backbone": "the backbone's learning rate", "weight_decay": "weight decay",
+                 "batch_size": "the batch size", "loss": "the loss", "logit_adjust_tau": "logit adjustment",
+                 "balanced_sampling": "class-balanced sampling", "early_stopping_patience": "early stopping"}
 
 
 def _short(value: Any) -> str:
@@ -216,62 +214,40 @@ def _short(value: Any) -> str:
         return f"{value:.3g}"
     if isinstance(value, (list, tuple)):
         return "+".join(_short(v) for v in value) if value else "none"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {_short(v)}" for k, v in value.items()) if value else "none"
-    return "none" if value is None else str(value)
+    return "none" if value is None else str(value).replace("_", " ")
 
 
 def _lr(config: dict) -> str:
-    if "lr_backbone" in config and "lr_head" in config and config["lr_backbone"] != config["lr_head"]:
-        return f"{config['lr_head']:.3g} head / {config['lr_backbone']:.3g} backbone"
-    return _short(config.get("lr", config.get("lr_head")))
-
-
-def _split_metric(split: dict, metric: str) -> float:
-    return float(split["test"][metric])
+    backbone = f"{config['lr_backbone']:.0e}" if config.get("train_levels") else "frozen"
+    return f"{config['lr_head']:.0e} / {backbone}"
 
 
 def attempt_context(number: int, data: dict) -> dict:
-    """One row of the Q2 table, plus what Q2/Q3 compare (per-split metrics, per-class recall, confusion)."""
+    """One row of the Q2 table, plus what Q2/Q3 compare (per-split macro-F1, per-class recall, confusion)."""
     config = data["config"]
-    splits = data["splits"]
-    class_names = data["class_names"]
-    recall = {c: mean_std([float(s["test"]["per_class"][c]["recall"]) for s in splits]) for c in class_names}
-    size = len(class_names)
-    confusion = [[0] * size for _ in range(size)]
-    for split in splits:
-        for i, row in enumerate(split["test"]["confusion_matrix"]):
-            for j, value in enumerate(row):
-                confusion[i][j] += int(value)
-    timing = data["timing"]
+    test = data["test"]
     return {
         "number": number,
-        "name": data.get("name") or f"attempt {number}",
-        "description": data.get("description", ""),
+        "name": data["name"],
+        "what_changed": config["what_changed"],
         "config": config,
-        "hyper": {label: (_lr(config) if key == "lr" else _short(config.get(key))) for key, label in
+        "hyper": {label: (_lr(config) if key == "lr" else _short(config[key])) for key, label in
                   CONFIG_LABELS.items()},
-        "macro_f1": data["test"]["macro_f1"],
-        "accuracy": data["test"]["accuracy"],
-        "per_split_macro_f1": [_split_metric(s, "macro_f1") for s in splits],
-        "num_splits": len(splits),
-        "recall": recall,
-        "class_names": class_names,
-        "confusion": confusion,
-        "wall_s": float(timing["wall_s"]),
+        "macro_f1": test["macro_f1"],
+        "accuracy": test["accuracy"],
+        "per_split_macro_f1": test["macro_f1"]["values"],
+        "num_splits": len(data["splits"]),
+        "recall": test["per_class_recall"],
+        "class_names": data["class_names"],
+        "confusion": test["confusion_matrix_sum"],
+        "wall_s": float(data["timing"]["wall_s"]),
         "weights": (data.get("provenance") or {}).get("weights"),
     }
 
 
 def config_changes(before: dict, after: dict) -> list[dict]:
-    """Every tracked hyper-parameter that differs between two configs: key, and readable 'label old → new'."""
-    changes = []
-    for key, label in CHANGE_LABELS.items():
-        if key in before or key in after:
-            old, new = before.get(key), after.get(key)
-            if old != new:
-                changes.append({"key": key, "text": f"{label} {_short(old)} → {_short(new)}"})
-    return changes
+    """The hyper-parameters (CHANGE_LABELS) that differ between two attempts' configs: key and label."""
+    return [{"key": key, "label": label} for key, label in CHANGE_LABELS.items() if before.get(key) != after.get(key)]
 
 
 def paired_difference(a: dict, b: dict) -> dict[str, float]:
@@ -306,7 +282,7 @@ def attempts_context(attempts: list[dict], evaluation: dict | None) -> dict:
         "over_baseline_verdict": verdict(over_baseline) if over_baseline else None,
         "margin": margin,
         "clear_winner": bool(margin and verdict(margin) == "improved"),
-        "best_changes": config_changes(baseline["config"], best["config"]) if best is not baseline else [],
+        "helpful_steps": [s for s in steps if s["verdict"] == "improved" and s["to"]["number"] <= best["number"]],
         "largest_step": largest,
         "evaluation_best": evaluation_best,
         "num_splits": best["num_splits"],
@@ -336,8 +312,8 @@ def long_tail_context(q1: dict | None, attempt3: dict, attempt4: dict) -> dict:
         "macro_f1_diff": diff,
         "macro_f1_verdict": verdict(diff),
         "loss": _short(config.get("loss")),
-        "tau": config.get("tau", config.get("logit_adjust_tau")),
-        "sampler": _short(config.get("sampler")) if "sampler" in config else None,
+        "tau": config["logit_adjust_tau"],
+        "balanced_sampling": config["balanced_sampling"],
         "a3": attempt3,
         "a4": attempt4,
     }
@@ -426,7 +402,7 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow
         "missing": missing_for(*files),
         "q1": q1,
         "q1_missing": missing_for("stats"),
-        "q1_figure": _figure(inputs, f"stats_{inputs.category}_counts.png"),
+        "q1_figure": _figure(inputs, found["stats"].get("figures", {}).get("counts")) if q1 else None,
         "q2": q2,
         "q2_missing": missing_for(*(f"attempt_{n}" for n in ATTEMPTS), "evaluation"),
         "q3": q3_long_tail,

@@ -1,0 +1,172 @@
+"""Run the whole pipeline in one process: stats, train (all attempts), evaluate, anomaly, export, report.
+
+Each step calls a script's own ``main`` with a Namespace from that script's own parser, so the scripts' defaults
+stay the single source; this file only chooses the shared flags and, for --demo, short settings.
+
+Examples:
+    python run_all.py --demo                                  # synthetic data, random-init weights, < 5 min on 2 cores
+    python run_all.py --demo --out /tmp/demo --weights imagenet
+    python run_all.py --category bottle --data-root ../shared/data/mvtec --arch mobilenet_v2 \\
+        --weights ../shared/weights/mobilenet_v2-qnnpack_dequant-e48290fe.pth
+    python run_all.py --category bottle --data-root DATA --only report    # re-render the PDF only
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from inspectkit.cli import add_data_args, add_out_arg, run
+from inspectkit.errors import UserError
+from inspectkit.report import PageBudgetError, collect_inputs
+from inspectkit.results import ensure_writable_dir
+from inspectkit.synthetic import DEMO_CATEGORY
+
+# step name -> root script (module) it runs, in pipeline order
+STEPS = {"stats": "stats", "train": "train", "evaluate": "evaluate", "anomaly": "anomaly",
+         "export": "export_labels", "report": "build_report"}
+
+# Short settings for --demo: small, procedural data; the point is a complete PDF in minutes, not good numbers.
+DEMO_ARCH = "resnet18"
+DEMO_FLAGS = {
+    "train": ["--epochs", "2", "--splits", "2", "--image-size", "64"],
+    "anomaly": ["--image-size", "64", "--coreset-ratio", "0.1"],
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Run stats, train, evaluate, anomaly, export and the report in one "
+                                                 "go; everything is written under --out.")
+    add_data_args(parser)
+    parser.add_argument("--arch", default=None,
+                        help=f"TorchVision backbone for train and anomaly (default: each script's own; "
+                             f"{DEMO_ARCH} with --demo)")
+    parser.add_argument("--weights", default=None,
+                        help="imagenet, none or PATH, for train and anomaly (default: each script's own; "
+                             "none with --demo, which needs no internet)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where to compute (default: auto)")
+    add_out_arg(parser)
+    parser.add_argument("--only", nargs="+", choices=list(STEPS), default=None,
+                        help="run only these steps (default: all, in order)")
+    parser.add_argument("--name", default="", help="author's name for the report header")
+    parser.add_argument("--student-id", default="", help="student id for the report header")
+    return parser
+
+
+def _data_flags(args: argparse.Namespace) -> list[str]:
+    if args.demo:
+        return ["--demo"]
+    flags = ["--category", args.category] if args.category else []
+    return flags + (["--data-root", args.data_root] if args.data_root else [])
+
+
+def _model_flags(args: argparse.Namespace) -> list[str]:
+    arch = args.arch or (DEMO_ARCH if args.demo else None)
+    weights = args.weights or ("none" if args.demo else None)
+    flags = ["--device", args.device]
+    flags += ["--arch", arch] if arch else []
+    return flags + (["--weights", weights] if weights else [])
+
+
+def step_argv(step: str, args: argparse.Namespace) -> list[str]:
+    """The command-line arguments of one step's script, as a user would type them."""
+    out = ["--out", args.out]
+    demo = DEMO_FLAGS.get(step, []) if args.demo else []
+    if step == "stats":
+        return [*_data_flags(args), *out]
+    if step == "train":
+        return ["--attempt", "all", *_data_flags(args), *_model_flags(args), *demo, *out]
+    if step == "evaluate":
+        return [*_data_flags(args), "--device", args.device, *out]
+    if step == "anomaly":
+        return [*_data_flags(args), *_model_flags(args), *demo, *out]
+    if step == "export":
+        return [*_data_flags(args), *demo, *out]
+    if step == "report":
+        report = ["--results", args.out, "--pdf", "--name", args.name, "--student-id", args.student_id]
+        return report + (["--category", args.category] if args.category and not args.demo else [])
+    raise ValueError(f"unknown step {step}")
+
+
+def parse_step(step: str, argv: list[str]) -> tuple[object, argparse.Namespace]:
+    """Import a step's script and parse ``argv`` with its own parser; a flag it lacks is a clear error."""
+    module = importlib.import_module(STEPS[step])
+    parser = module.get_args_parser()
+    try:
+        return module, parser.parse_args(argv)
+    except SystemExit:
+        raise UserError(f"{STEPS[step]}.py does not accept the flags run_all.py passes it: {' '.join(argv)}") from None
+
+
+def summary_rows(out: Path, category: str | None, timings: dict[str, float], report: dict | None) -> list[tuple]:
+    """(step, seconds, headline result) for each step that ran, read back from the results it wrote."""
+    try:
+        found = collect_inputs(out, category).found
+    except UserError:  # e.g. stats not run, so the category is unknown: no headlines, only timings
+        found = {}
+    headline = {}
+    if "stats" in found:
+        s = found["stats"]
+        headline["stats"] = f"{s['num_images']} images, {s['num_defect_classes']} defect classes"
+    attempts = {k: v for k, v in found.items() if k.startswith("attempt_")}
+    if attempts:
+        best = max(attempts.values(), key=lambda a: a["test"]["macro_f1"]["mean"])
+        f1 = best["test"]["macro_f1"]
+        headline["train"] = (f"best: attempt {best['attempt']} ({best['name']}), macro-F1 "
+                             f"{f1['mean']:.3f} ± {f1['std']:.3f}")
+    if "evaluation" in found:
+        headline["evaluate"] = "evaluation.json"
+    if "anomaly" in found:
+        m = found["anomaly"]["metrics"]
+        headline["anomaly"] = f"image AUROC {m['image_auroc']:.3f}, pixel AUROC {m['pixel_auroc']:.3f}"
+    if "export" in found:
+        headline["export"] = f"{sum(found['export']['instances_per_class'].values())} instances"
+    if report:
+        headline["report"] = f"{report['pages']} page(s): {report['paths'].get('pdf')}"
+    return [(step, timings[step], headline.get(step, "")) for step in STEPS if step in timings]
+
+
+def main(args: argparse.Namespace) -> dict:
+    out = ensure_writable_dir(args.out)
+    steps = args.only or list(STEPS)
+    timings: dict[str, float] = {}
+    report = None
+    start = time.perf_counter()
+    for index, step in enumerate(s for s in STEPS if s in steps):
+        argv = step_argv(step, args)
+        module, step_args = parse_step(step, argv)
+        print(f"\n== [{index + 1}/{len(steps)}] python {STEPS[step]}.py {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        saved_argv = sys.argv
+        sys.argv = [f"{STEPS[step]}.py", *argv]  # so each result's provenance records the step's own command
+        try:
+            result = module.main(step_args)
+        except UserError as exc:
+            raise UserError(f"step {step} failed: {exc}") from None
+        finally:
+            sys.argv = saved_argv
+        timings[step] = time.perf_counter() - t0
+        if step == "report":
+            report = result
+    total = time.perf_counter() - start
+
+    rows = summary_rows(out, DEMO_CATEGORY if args.demo else args.category, timings, report)
+    print(f"\n{'step':<9} {'seconds':>8}  result")
+    for step, seconds, headline in rows:
+        print(f"{step:<9} {seconds:8.1f}  {headline}")
+    print(f"{'total':<9} {total:8.1f}")
+    if report and "pdf" in report["paths"]:
+        print(f"\nreport: {report['paths']['pdf']}")
+    return {"timings": timings, "total_s": total, "report": report}
+
+
+if __name__ == "__main__":
+    try:
+        run(main, get_args_parser())
+    except PageBudgetError as exc:
+        print(f"run_all.py: error: {exc}", file=sys.stderr)
+        sys.exit(1)
