@@ -84,8 +84,9 @@ def step_argv(step: str, args: argparse.Namespace) -> list[str]:
         return [*_data_flags(args), "--device", args.device, *out]
     if step == "anomaly":
         return [*_data_flags(args), *_model_flags(args), *demo, *out]
-    if step == "export":
-        return [*_data_flags(args), *demo, *out]
+    if step == "export":  # its --out is the exported dataset; its JSON goes to --results
+        exports = Path(args.out) / "exports" / (DEMO_CATEGORY if args.demo else args.category or "dataset")
+        return [*_data_flags(args), "--results", args.out, "--out", str(exports), "--overwrite", *demo]
     if step == "report":
         report = ["--results", args.out, "--pdf", "--name", args.name, "--student-id", args.student_id]
         return report + (["--category", args.category] if args.category and not args.demo else [])
@@ -124,7 +125,7 @@ def summary_rows(out: Path, category: str | None, timings: dict[str, float], rep
         m = found["anomaly"]["metrics"]
         headline["anomaly"] = f"image AUROC {m['image_auroc']:.3f}, pixel AUROC {m['pixel_auroc']:.3f}"
     if "export" in found:
-        headline["export"] = f"{sum(found['export']['instances_per_class'].values())} instances"
+        headline["export"] = f"{found['export']['instances']['total']} instances"
     if report:
         headline["report"] = f"{report['pages']} page(s): {report['paths'].get('pdf')}"
     return [(step, timings[step], headline.get(step, "")) for step in STEPS if step in timings]

@@ -345,17 +345,15 @@ def anomaly_context(inputs: Inputs, data: dict) -> dict:
 
 def export_context(data: dict) -> dict:
     """Q5: instance counts per defect type, multi-instance images, box sizes and polygon fidelity."""
-    per_class = data["instances_per_class"]
     return {
-        "per_class": per_class,
-        "total": sum(per_class.values()),
-        "multi_instance_images": data["multi_instance_images"],
-        "box_fraction": data["box_fraction"],
-        "polygon_iou": data["polygon_iou"],
+        "per_class": data["instances"]["per_class"],
+        "total": data["instances"]["total"],
+        "defect_images": data["images"]["with_instances"],
+        "background_images": data["images"]["background"],
+        "multi_instance_images": data["images"]["with_multiple_instances"],
+        "box_area": data["box_size"]["all"]["area"],
+        "polygon_iou": data["polygon_iou"]["all"],
     }
-
-
-# ----------------------------------------------------------------------------------------------- context
 
 
 def _weights_note(weights: dict | None) -> str | None:

@@ -73,11 +73,15 @@ def make_results(folder, *, seed=0, demo=True, category="bottle"):
         "metrics": metrics, "baseline": baseline,
         "config": {"arch": "mobilenet_v2", "image_size": 224, "coreset_ratio": 0.01},
         "timings": {"total_s": 12.0}, "peak_rss_mb": 900.0, "provenance": prov})
+    instances = {d: n + int(rng.integers(0, 5)) for d, n in defects.items()}
+    box_area = {"n": 60, "mean": float(rng.uniform(0.01, 0.1)), "min": 0.001, "median": 0.03, "max": 0.3}
     write_json(folder / f"export_{category}.json", {
-        "instances_per_class": {d: n + int(rng.integers(0, 5)) for d, n in defects.items()},
-        "multi_instance_images": int(rng.integers(1, 10)),
-        "box_fraction": {"mean": float(rng.uniform(0.01, 0.1)), "min": 0.001, "max": 0.3},
-        "polygon_iou": {"mean": float(rng.uniform(0.95, 0.99)), "min": 0.9}, "provenance": prov})
+        "class_names": sorted(defects),
+        "images": {"with_instances": sum(defects.values()), "background": train_good + test_good,
+                   "with_multiple_instances": int(rng.integers(1, 10))},
+        "instances": {"total": sum(instances.values()), "per_class": instances},
+        "box_size": {"all": {"area": box_area}},
+        "polygon_iou": {"all": {"n": 60, "mean": float(rng.uniform(0.95, 0.99)), "min": 0.9}}, "provenance": prov})
     _figure(folder / "figures" / f"stats_{category}_counts.png", 900, 600, seed)
     _figure(folder / "figures" / f"anomaly_{category}.png", 1500, 400, seed)
     return folder
