@@ -5,6 +5,7 @@ Examples:
     python build_report.py --html --pdf --name "Ada Lovelace" --student-id 12345
     python build_report.py --results /tmp/demo --pdf          # e.g. after python run_all.py --demo --out /tmp/demo
     python build_report.py --pdf --allow-missing              # placeholders for results not made yet
+    python build_report.py --pdf --readme README.md           # and the README's Results table, from the JSON
 
 Exit codes: 2 for bad input or missing results (the message lists the command that makes each one),
 1 when the report cannot fit within 3 pages even with smaller figures (the message names the section).
@@ -22,7 +23,9 @@ from inspectkit.report import (
     PageBudgetError,
     build_context,
     collect_inputs,
+    readme_results,
     render_report,
+    update_readme,
     word_budget,
     write_atomic,
 )
@@ -40,6 +43,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--html", action="store_true", help="write <results>/report.html, for preview")
     parser.add_argument("--name", default="", help="author's name for the header (a blank line if not given)")
     parser.add_argument("--student-id", default="", help="student id for the header (a blank line if not given)")
+    parser.add_argument("--readme", default=None, metavar="PATH",
+                        help="also replace the results block of this Markdown file (e.g. README.md) between "
+                             "'<!-- results:start -->' and '<!-- results:end -->' with a table from the JSON")
     parser.add_argument("--allow-missing", action="store_true",
                         help="render a marked placeholder for each missing result instead of exiting 2")
     return parser
@@ -57,6 +63,9 @@ def main(args: argparse.Namespace) -> dict:
         written["html"] = write_atomic(out_dir / "report.html", rendered.html)
     if args.pdf or not args.html:
         written["pdf"] = write_atomic(out_dir / "report.pdf", rendered.document.write_pdf())
+
+    if args.readme:
+        written["readme"] = update_readme(args.readme, readme_results(context, args.results))
 
     budget = word_budget(rendered.word_counts)
     print(f"category {inputs.category}: {rendered.pages} page(s) of at most {MAX_PAGES}"

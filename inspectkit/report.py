@@ -196,7 +196,7 @@ def stats_context(stats: dict) -> dict:
 # ----------------------------------------------------------------------------------------------- Q2, Q3
 
 # Hyper-parameters shown in the Q2 table (config key -> column label), in table order.
-CONFIG_LABELS = {"epochs": "max epochs", "lr": "lr head / backbone", "optimizer": "optimizer",
+CONFIG_LABELS = {"epochs": "max epochs", "lr": "lr head / backbone", "optimizer": "optim.",
                  "batch_size": "batch", "image_size": "px", "loss": "loss"}
 # Config keys compared between attempts to say what a step changed, with how the prose names them.
 CHANGE_LABELS = {"train_levels": "which backbone levels are trained", "head": "the head",
@@ -442,7 +442,8 @@ def _signed(value: float | None, digits: int = 3) -> str:
 def _environment():
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+                             autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=_fmt, pm=_pm, pct=_pct, signed=_signed, join_and=_join)
     return env
@@ -451,6 +452,29 @@ def _environment():
 def render_html(context: dict) -> str:
     """The report as one HTML string (templates/report.html.j2 and its partials)."""
     return _environment().get_template("report.html.j2").render(**context)
+
+
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+
+
+def readme_results(context: dict, results_dir: str) -> str:
+    """The README's Results block (Markdown), from the same context as the report."""
+    return _environment().get_template("readme_results.md.j2").render(**context, results_dir=results_dir)
+
+
+def update_readme(path: str | os.PathLike, block: str) -> Path:
+    """Replace the text between README_START and README_END in ``path`` with ``block``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--readme {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise UserError(f"{path} has no '{README_START}' ... '{README_END}' block; add those two lines where the "
+                        "results table should go")
+    new = text[: start + len(README_START)] + "\n" + block.strip() + "\n" + text[end:]
+    return write_atomic(path, new)
 
 
 class _AnswerText(HTMLParser):

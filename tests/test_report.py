@@ -209,3 +209,17 @@ def test_overflow_names_the_section(tmp_path, monkeypatch):
         _build(folder)
     assert re.search(r"Q\d", str(exc.value))
     assert not (folder / "report.pdf").exists()
+
+
+def test_readme_block_is_replaced_from_the_json(tmp_path):
+    folder = make_results(tmp_path / "results", seed=9)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{report.README_START}\nold numbers\n{report.README_END}\nrest\n")
+    _build(folder, "--readme", str(readme))
+    text = readme.read_text()
+    assert "old numbers" not in text and text.endswith(f"{report.README_END}\nrest\n")
+    f1 = report.read_json(folder / "attempt_4.json")["test"]["macro_f1"]
+    assert f"{f1['mean']:.3f} ± {f1['std']:.3f}" in text
+    readme.write_text("# no markers\n")
+    with pytest.raises(report.UserError, match="results:start"):
+        _build(folder, "--readme", str(readme))
