@@ -95,7 +95,8 @@ def main(args: argparse.Namespace) -> dict:
     check_numbers(args)
     formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
     category = resolve_category(args, progress=not args.no_progress)
-    out = check_out_dir(args.out or Path("exports") / category.name, category.root, args.overwrite)
+    out_as_given = str(args.out or Path("exports") / category.name)
+    out = check_out_dir(out_as_given, category.root, args.overwrite)
     check_link_mode(args.link, category.root, out.parent, resize=args.imgsz is not None)
     results = ensure_writable_dir(args.results)
     if args.splits is not None and not Path(args.splits).is_file():
@@ -109,7 +110,8 @@ def main(args: argparse.Namespace) -> dict:
                             sam_positive=args.sam_points, sam_negative=args.sam_negatives,
                             box_jitter=args.box_jitter, seed=args.seed)
     record = provenance(seed=args.seed, data_root=data_root_of(category), demo=category.demo)
-    summary = export_category(category, out, options, split, record, progress=not args.no_progress)
+    summary = export_category(category, out, options, split, record, progress=not args.no_progress,
+                              out_as_given=out_as_given)
     path = write_json(results / f"export_{category.name}.json", summary)
 
     for skipped in summary["images"]["skipped_files"]:

@@ -47,11 +47,14 @@ def write_formats(stage: Path, final: Path, collected: Collected, class_names: l
 
 
 def export_category(category: Category, out: Path, options: ExportOptions, split: SplitChoice,
-                    provenance: dict, progress: bool = True) -> dict:
-    """Export ``category`` into ``out`` (checked by ``check_out_dir``) and return the summary written with it."""
+                    provenance: dict, progress: bool = True, out_as_given: str | None = None) -> dict:
+    """Export ``category`` into ``out`` (checked by ``check_out_dir``) and return the summary written with it.
+
+    ``out_as_given`` is how the summary names the folder (default: ``out``), so results need no absolute paths.
+    """
     collected = collect(category, split.part_of, options, progress=progress)
     class_names = list(category.defect_classes)
-    summary = {"category": category.name, "out": str(out), "settings": asdict(options),
+    summary = {"category": category.name, "out": out_as_given or str(out), "settings": asdict(options),
                "split": {"source": split.source, "split_seed": split.seed, "test_part": TEST_PART_NOTE,
                          "saved_as": f"splits_{category.name}.json" if split.manifest else None},
                **summarize(collected, class_names)}

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..results import write_json
+from ..splits import PARTS
 from .build import ExportImage
 from .output import ImagePlacer
 
@@ -40,5 +41,6 @@ def write_coco(root: Path, images: Iterable[ExportImage], class_names: list[str]
             "licenses": [], "images": part["images"], "annotations": part["annotations"],
             "categories": categories, "provenance": provenance})
         counts[name] = {"images": len(part["images"]), "annotations": len(part["annotations"])}
-    return {"annotations": {name: f"annotations/instances_{name}.json" for name in parts},
-            "segmentation": segmentation, "parts": counts}
+    order = sorted(parts, key=PARTS.index)
+    return {"annotations": {name: f"annotations/instances_{name}.json" for name in order},
+            "segmentation": segmentation, "parts": {name: counts[name] for name in order}}

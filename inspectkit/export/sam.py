@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..splits import PARTS
 from .build import ExportImage
 from .instances import Instance
 from .output import ImagePlacer
@@ -106,5 +107,6 @@ def write_sam(root: Path, images: Iterable[ExportImage], placer: ImagePlacer, op
             per_part[image.part] += 1
     for part, rows in lines.items():
         (root / f"{part}.jsonl").write_text("".join(f"{row}\n" for row in rows))
-    return {"files": {part: f"{part}.jsonl" for part in lines}, "mask": options.sam_mask,
-            "instances": dict(per_part)}
+    order = sorted(lines, key=PARTS.index)
+    return {"files": {part: f"{part}.jsonl" for part in order}, "mask": options.sam_mask,
+            "instances": {part: per_part[part] for part in order}}

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..splits import PARTS
 from .build import Collected
 
-PARTS = ("train", "val", "test")
 COCO_SIZE_LIMITS = (32**2, 96**2)  # COCO's small / medium / large box areas in pixels
 REFERENCE_SIZE = 640  # Ultralytics' default training size, for the size classes
 
@@ -49,7 +49,7 @@ def summarize(collected: Collected, class_names: list[str]) -> dict:
     multiple = [image for image in images if len(image.instances) > 1]
     part_counts = {part: dict(Counter(image.label for image in images if image.part == part)) for part in PARTS}
     return {
-        "class_names": class_names,
+        "detector_classes": class_names,  # defect types in label-index order (YOLO class i, COCO id i + 1)
         "images": {
             "exported": len(images),
             "with_instances": sum(1 for image in images if image.instances),

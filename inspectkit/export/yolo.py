@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from ..splits import PARTS
 from .build import ExportImage
 from .output import ImagePlacer
 
@@ -45,9 +46,9 @@ def write_yolo(root: Path, final_root: Path, images: Iterable[ExportImage], clas
         label_file.write_text("".join(f"{line}\n" for line in lines))
         per_part[image.part] += 1
         rows += len(lines)
-    dataset = {"path": str(final_root), **{part: f"images/{part}" for part in ("train", "val", "test")
-                                           if per_part[part]},
+    parts = [part for part in PARTS if per_part[part]]
+    dataset = {"path": str(final_root), **{part: f"images/{part}" for part in parts},
                "names": dict(enumerate(class_names))}
     (root / "dataset.yaml").write_text(yaml.safe_dump(dataset, sort_keys=False))
-    return {"yaml": "dataset.yaml", "task": "segment" if segment else "detect", "images": dict(per_part),
-            "label_rows": rows}
+    return {"yaml": "dataset.yaml", "task": "segment" if segment else "detect",
+            "images": {part: per_part[part] for part in parts}, "label_rows": rows}
