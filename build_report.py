@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"category {inputs.category}: {rendered.pages} page(s) of at most {MAX_PAGES}"
           f" (figures at {int(rendered.figure_scale * 100)} %)")
     for key, count in budget.items():
-        mark = "ok" if count["ok"] else "OUTSIDE ±20 %"
+        mark = "placeholder" if context[key] is None else "ok" if count["ok"] else "OUTSIDE ±20 %"
         print(f"  {key.upper()}: {count['words']:4d} words (target {count['target']}) {mark}")
     if inputs.missing:
         print(f"  placeholders for {len(inputs.missing)} missing result file(s)")

@@ -237,6 +237,7 @@ def attempt_context(number: int, data: dict) -> dict:
         "accuracy": test["accuracy"],
         "per_split_macro_f1": test["macro_f1"]["values"],
         "num_splits": len(data["splits"]),
+        "split_seeds": [split["seed"] for split in data["splits"]],
         "recall": test["per_class_recall"],
         "class_names": data["class_names"],
         "confusion": test["confusion_matrix_sum"],
@@ -251,9 +252,12 @@ def config_changes(before: dict, after: dict) -> list[dict]:
 
 
 def paired_difference(a: dict, b: dict) -> dict[str, float]:
-    """Mean ± std over splits of b's macro-F1 minus a's (the splits are the same seeds for every attempt)."""
-    pairs = list(zip(a["per_split_macro_f1"], b["per_split_macro_f1"], strict=False))
-    return mean_std([y - x for x, y in pairs])
+    """b's macro-F1 minus a's: mean ± std of the per-split differences when both ran on the same split seeds,
+    else the difference of the means with the two spreads combined."""
+    if a["split_seeds"] == b["split_seeds"]:
+        return mean_std([y - x for x, y in zip(a["per_split_macro_f1"], b["per_split_macro_f1"], strict=True)])
+    return {"mean": b["macro_f1"]["mean"] - a["macro_f1"]["mean"],
+            "std": math.hypot(a["macro_f1"]["std"], b["macro_f1"]["std"])}
 
 
 def attempts_context(attempts: list[dict], evaluation: dict | None) -> dict:
@@ -286,6 +290,7 @@ def attempts_context(attempts: list[dict], evaluation: dict | None) -> dict:
         "largest_step": largest,
         "evaluation_best": evaluation_best,
         "num_splits": best["num_splits"],
+        "paired": all(a["split_seeds"] == baseline["split_seeds"] for a in attempts),
         "hyper_labels": list(CONFIG_LABELS.values()),
     }
 
