@@ -282,6 +282,11 @@ def test_links_and_leaving_out_background(category, tmp_path):
     assert images and all(p.is_symlink() and p.resolve().is_relative_to(category.root.resolve()) for p in images)
     assert not any("__good__" in p.name for p in images)
 
+    _export(category, tmp_path / "hard", formats=("sam",), link="hard")
+    linked = next((tmp_path / "hard" / "sam" / "images").glob("*/*.png"))
+    source = category.root / (linked.stem.replace("__", "/") + ".png")
+    assert not linked.is_symlink() and linked.stat().st_ino == source.stat().st_ino
+
     _export(category, tmp_path / "copy", formats=("yolo", "yolo-seg"))
     first = next((tmp_path / "copy" / "yolo" / "images").glob("*/*.png"))
     second = tmp_path / "copy" / "yolo-seg" / "images" / first.parent.name / first.name
