@@ -7,9 +7,16 @@ Examples:
         --out exports/bottle-640 --overwrite
     python export_labels.py --category bottle --format coco --coco-segmentation rle --link sym --out exports/coco
 
-Writes <out>/{yolo,yolo-seg,coco,sam}/ and <out>/export_summary.json, and <results>/export_<category>.json.
-The train/val/test parts are split 0 of <results>/splits_<category>.json (train.py's) when it exists; otherwise
-a new split (the same one train.py would make with --seed) is made and saved as <out>/splits_<category>.json.
+Writes, built in a staging folder that replaces <out> only when complete:
+    <out>/yolo/      dataset.yaml, images/<part>/, labels/<part>/*.txt   (Ultralytics detect; empty = background)
+    <out>/yolo-seg/  the same, with polygon rows                          (Ultralytics segment)
+    <out>/coco/      annotations/instances_<part>.json, images/<part>/    (Detectron2, MMDetection, torchvision)
+    <out>/sam/       <part>.jsonl (one line per instance), masks/<part>/, images/<part>/
+    <out>/export_summary.json, and the same summary as <results>/export_<category>.json
+Each image is copied once (or linked with --link); the other formats hard-link that copy where they can.
+The parts (train/val/test) are split 0 of <results>/splits_<category>.json (train.py's) when it exists, so the
+classifier's held-out test images stay held out; otherwise a new split, the one train.py --seed would make,
+is saved as <out>/splits_<category>.json.
 """
 
 from __future__ import annotations
