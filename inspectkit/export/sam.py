@@ -12,19 +12,15 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 from ..splits import PARTS
-from .build import ExportImage
+from .build import ExportImage, ExportOptions
 from .instances import Instance
 from .output import ImagePlacer
-
-if TYPE_CHECKING:
-    from .build import ExportOptions
 
 MASK_KINDS = ("png", "rle")
 NEGATIVE_MARGIN = 0.25  # negatives come from the box grown by this share of its size, outside the mask
