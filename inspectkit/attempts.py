@@ -1,0 +1,84 @@
+"""The four defect-type classification attempts as data: every hyper-parameter of each, in one place.
+
+``train.py`` copies the chosen ``Attempt`` into ``results/attempt_N.json``; the report reads it from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One training recipe. ``train_levels`` counts the backbone's last resolution levels that are fine-tuned
+    (0 = frozen backbone, a linear probe); everything before them is frozen and its output computed once."""
+
+    number: int
+    name: str
+    what_changed: str
+    image_size: int = 224
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr_head: float = 1e-3
+    lr_backbone: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    train_levels: int = 0
+    head: str = "linear"
+    head_hidden: int = 0
+    head_dropout: float = 0.0
+    augmentation: tuple[str, ...] = ()
+    augmented_views: int = 1
+    loss: str = "cross_entropy"
+    logit_adjust_tau: float = 0.0
+    balanced_sampling: bool = False
+    early_stopping_patience: int | None = None
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["augmentation"] = list(self.augmentation)
+        return record
+
+
+AUGMENTATION = ("the 8 flips and 90-degree rotations of the square (dihedral group D4)",
+                "light colour jitter: brightness 0.1, contrast 0.1, saturation 0.05")
+
+ATTEMPTS: dict[int, Attempt] = {
+    1: Attempt(
+        number=1, name="Linear probe",
+        what_changed="baseline: frozen pretrained backbone, new linear head, plain cross-entropy, 224 px, "
+                     "no augmentation",
+        image_size=224, epochs=60, batch_size=32, optimizer="adam", lr_head=1e-3, schedule="constant",
+        train_levels=0, head="linear"),
+    2: Attempt(
+        number=2, name="Fine-tuning + augmentation",
+        what_changed="fine-tune the backbone's last resolution level; flips, 90-degree rotations and light "
+                     "colour jitter; AdamW with a cosine schedule; early stopping on validation macro-F1",
+        image_size=224, epochs=20, batch_size=16, optimizer="adamw", lr_head=1e-3, lr_backbone=1e-3,
+        weight_decay=1e-4, schedule="cosine", train_levels=1, head="linear", augmentation=AUGMENTATION,
+        augmented_views=8, early_stopping_patience=6),
+    3: Attempt(
+        number=3, name="New head, 320 px, layer-wise learning rates",
+        what_changed="on top of 2: a new head (dropout, 256-unit hidden layer), 320 px input, and a backbone "
+                     "learning rate 5x lower than the head's",
+        image_size=320, epochs=20, batch_size=16, optimizer="adamw", lr_head=1e-3, lr_backbone=2e-4,
+        weight_decay=1e-4, schedule="cosine", train_levels=1, head="mlp", head_hidden=256, head_dropout=0.3,
+        augmentation=AUGMENTATION, augmented_views=8, early_stopping_patience=6),
+}
+ATTEMPTS[4] = replace(
+    ATTEMPTS[3], number=4, name="Logit-adjusted loss",
+    what_changed="on top of 3: logit-adjusted cross-entropy (Menon et al., ICLR 2021) with tau = 1, "
+                 "adding tau * log(class prior) to the logits during training only",
+    loss="logit_adjusted", logit_adjust_tau=1.0)
+
+
+def select_attempts(choice: str) -> list[Attempt]:
+    """``"1"``..``"4"`` or ``"all"``; anything else is a UserError naming the valid choices."""
+    if choice == "all":
+        return [ATTEMPTS[n] for n in sorted(ATTEMPTS)]
+    if choice.isdigit() and int(choice) in ATTEMPTS:
+        return [ATTEMPTS[int(choice)]]
+    raise UserError(f"unknown --attempt '{choice}'; choose one of {', '.join(map(str, sorted(ATTEMPTS)))} or all")

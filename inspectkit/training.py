@@ -1,0 +1,406 @@
+"""Training and scoring the defect-type classifier: decoded image tensors, a bank of trunk features per augmented
+view, the logit-adjusted loss, ``train_one_epoch`` / ``evaluate`` loops, early stopping and plain-dict checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2 as v2
+from torch import nn
+from tqdm import tqdm
+
+from .attempts import Attempt
+from .cache import DecodeCache
+from .classifier import Classifier, build_classifier
+from .data import Category
+from .errors import UserError
+from .metrics import classification_metrics, summarize_splits
+
+EVAL_BATCH = 32
+
+
+# ---------------------------------------------------------------- data
+
+def load_images(category: Category, files: Sequence[str], size: int, cache: DecodeCache,
+                progress: bool = True) -> torch.Tensor:
+    """uint8 tensor (N, 3, size, size) of the category's ``files``, each decoded at most once per size."""
+    tensors = [cache.image_tensor(category.root / f, size)
+               for f in tqdm(files, desc=f"images at {size} px", unit="img", leave=False, disable=not progress)]
+    return torch.stack(tensors)
+
+
+def augment_view(image: torch.Tensor, view: int, jitter: v2.Transform | None) -> torch.Tensor:
+    """View ``view`` of a uint8 (3, H, W) image: one of the 8 flips/90-degree rotations, then colour jitter.
+
+    View 0 is the image itself; views 1..7 cover the rest of the dihedral group, later views repeat it.
+    """
+    out = torch.rot90(image, view % 4, dims=(1, 2))
+    if (view // 4) % 2:
+        out = torch.flip(out, dims=(2,))
+    if view > 0 and jitter is not None:
+        out = jitter(out)
+    return out.contiguous()
+
+
+def trunk_feature_bank(model: Classifier, images: torch.Tensor, views: int, seed: int, device: torch.device,
+                       augment: bool, progress: bool = True) -> torch.Tensor:
+    """Trunk outputs of every image in ``views`` augmented versions: float tensor (views, N, C, h, w).
+
+    Computing the frozen trunk once per view is what makes fine-tuning fast on a CPU.
+    """
+    jitter = v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.05) if augment else None
+    torch.manual_seed(seed)
+    model.eval()
+    bank = []
+    with tqdm(total=views * len(images), desc="trunk features", unit="img", leave=False,
+              disable=not progress) as bar:
+        for view in range(views):
+            outputs = []
+            for start in range(0, len(images), EVAL_BATCH):
+                batch = torch.stack([augment_view(img, view, jitter) for img in images[start:start + EVAL_BATCH]])
+                outputs.append(model.trunk_features(batch.to(device)).cpu())
+                bar.update(len(batch))
+            bank.append(torch.cat(outputs))
+    return torch.stack(bank)
+
+
+# ---------------------------------------------------------------- loss
+
+class LogitAdjustedLoss(nn.Module):
+    """Cross-entropy on ``logits + tau * log(prior)`` (Menon et al., ICLR 2021, the loss form).
+
+    Training with it makes the raw logits fit a balanced error, so rare classes win more decisions at test
+    time; with uniform priors or ``tau = 0`` it is plain cross-entropy.
+    """
+
+    def __init__(self, priors: torch.Tensor, tau: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("offset", tau * torch.log(priors.float()))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits + self.offset, target)
+
+
+def class_priors(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """Class frequencies of ``labels``; a class with no example gets a count of one so its log stays finite."""
+    counts = Counter(labels)
+    freq = torch.tensor([max(counts.get(c, 0), 1) for c in range(num_classes)], dtype=torch.float)
+    return freq / freq.sum()
+
+
+def make_criterion(attempt: Attempt, train_labels: Sequence[int], num_classes: int) -> nn.Module:
+    if attempt.loss == "cross_entropy":
+        return nn.CrossEntropyLoss()
+    if attempt.loss == "logit_adjusted":
+        return LogitAdjustedLoss(class_priors(train_labels, num_classes), attempt.logit_adjust_tau)
+    raise ValueError(f"unknown loss '{attempt.loss}'; choose cross_entropy or logit_adjusted")
+
+
+# ---------------------------------------------------------------- loops
+
+def train_one_epoch(model: Classifier, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    batches: Sequence[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+                    desc: str = "", progress: bool = True) -> float:
+    """One pass over ``batches`` of (trunk features, labels); returns the mean training loss per image."""
+    model.train()
+    total, seen = 0.0, 0
+    with tqdm(batches, desc=desc, unit="batch", leave=False, disable=not progress) as bar:
+        for features, labels in bar:
+            features, labels = features.to(device), labels.to(device)
+            loss = criterion(model.from_trunk(features), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(labels)
+            seen += len(labels)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def evaluate(model: Classifier, criterion: nn.Module, features: torch.Tensor, labels: torch.Tensor,
+             device: torch.device) -> tuple[float, np.ndarray]:
+    """Mean loss and predicted class indices on trunk ``features``."""
+    model.eval()
+    logits = torch.cat([model.from_trunk(features[i:i + EVAL_BATCH].to(device)).cpu()
+                        for i in range(0, len(features), EVAL_BATCH)])
+    return float(criterion(logits, labels).item()), logits.argmax(1).numpy()
+
+
+@torch.no_grad()
+def predict(model: Classifier, images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Class probabilities (N, classes) for uint8 images, through the whole model; the path evaluate.py uses."""
+    model.eval()
+    return torch.cat([torch.softmax(model(images_uint8[i:i + EVAL_BATCH].to(device)), 1).cpu()
+                      for i in range(0, len(images_uint8), EVAL_BATCH)])
+
+
+@dataclass
+class EarlyStopping:
+    """Keep the best model by validation macro-F1 (ties: lower validation loss); stop after ``patience`` bad epochs."""
+
+    patience: int | None
+    best_key: tuple[float, float] = (-math.inf, -math.inf)
+    best_epoch: int = -1
+    best_state: dict = field(default_factory=dict)
+    bad_epochs: int = 0
+
+    def step(self, model: nn.Module, epoch: int, val_macro_f1: float, val_loss: float) -> bool:
+        """Record this epoch; True when training should stop."""
+        key = (val_macro_f1, -val_loss)
+        if self.patience is None or key > self.best_key:
+            self.best_key, self.best_epoch, self.bad_epochs = key, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            return False
+        self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> Path:
+    """``torch.save`` a plain dict through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by ``save_checkpoint``, read with ``weights_only=True``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise UserError(f"cannot read checkpoint {path} ({exc.__class__.__name__}); rerun train.py") from None
+
+
+def checkpoint_path(out: Path, attempt: int, split: int) -> Path:
+    return Path(out) / "checkpoints" / f"attempt_{attempt}" / f"split_{split}.pt"
+
+
+def classifier_from_checkpoint(checkpoint: dict) -> Classifier:
+    """Rebuild the classifier a checkpoint was trained as, and load its weights (strict)."""
+    config = checkpoint["config"]
+    model, _ = build_classifier(checkpoint["arch"], "none", len(checkpoint["class_names"]),
+                                train_levels=config["train_levels"], head=config["head"],
+                                head_hidden=config["head_hidden"], head_dropout=config["head_dropout"])
+    model.load_state_dict(checkpoint["model"], strict=True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------- one attempt
+
+@dataclass
+class Timer:
+    """Wall seconds spent per named phase."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, phase: str, start: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def _optimizer(attempt: Attempt, model: Classifier) -> torch.optim.Optimizer:
+    groups = [{"params": list(model.head.parameters()), "lr": attempt.lr_head, "name": "head"}]
+    tail = [p for p in model.tail.parameters() if p.requires_grad]
+    if tail and attempt.lr_backbone > 0:
+        groups.append({"params": tail, "lr": attempt.lr_backbone, "name": "backbone"})
+    else:
+        for param in tail:
+            param.requires_grad_(False)
+    if attempt.optimizer == "adam":
+        return torch.optim.Adam(groups, weight_decay=attempt.weight_decay)
+    if attempt.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=attempt.weight_decay)
+    raise ValueError(f"unknown optimizer '{attempt.optimizer}'; choose adam or adamw")
+
+
+def _scheduler(attempt: Attempt, optimizer: torch.optim.Optimizer, epochs: int):
+    if attempt.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    if attempt.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    raise ValueError(f"unknown schedule '{attempt.schedule}'; choose constant or cosine")
+
+
+def _epoch_batches(features: torch.Tensor, labels: torch.Tensor, attempt: Attempt,
+                   generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled (or class-balanced) batches, each image in a randomly chosen augmented view."""
+    n = labels.shape[0]
+    if attempt.balanced_sampling:
+        weights = 1.0 / torch.bincount(labels).float()[labels]
+        order = torch.multinomial(weights, n, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator)
+    views = torch.randint(features.shape[0], (n,), generator=generator)
+    return [(features[views[idx], idx], labels[idx])
+            for idx in (order[i:i + attempt.batch_size] for i in range(0, n, attempt.batch_size))]
+
+
+def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch: str, weights: str,
+                  device: torch.device, out: Path, epochs: int | None = None, cache: DecodeCache | None = None,
+                  banks: dict | None = None, progress: bool = True) -> dict:
+    """Train and test ``attempt`` on every split of ``manifest``; checkpoints go to ``out/checkpoints``.
+
+    ``banks`` (a dict kept by the caller) lets attempts with the same input size, frozen trunk and
+    augmentation share one trunk-feature bank. Returns the results record without provenance: config,
+    per-split curves and test metrics, the mean and std over splits, and timing.
+    """
+    wall_start = time.perf_counter()
+    timer = Timer()
+    cache = cache or DecodeCache()
+    epochs = attempt.epochs if epochs is None else epochs
+    class_names = category.class_names
+    label_of = {img["file"]: class_names.index(img["label"]) for img in manifest["images"]}
+    files = [img["file"] for img in manifest["images"]]
+    position = {f: i for i, f in enumerate(files)}
+    labels_all = torch.tensor([label_of[f] for f in files])
+
+    start = time.perf_counter()
+    images = load_images(category, files, attempt.image_size, cache, progress)
+    timer.add("decode", start)
+
+    base_model, built = build_classifier(arch, weights, len(class_names), train_levels=attempt.train_levels,
+                                         head=attempt.head, head_hidden=attempt.head_hidden,
+                                         head_dropout=attempt.head_dropout)
+    base_model.to(device)
+    start = time.perf_counter()
+    banks = {} if banks is None else banks
+    bank_key = (arch, weights, attempt.image_size, attempt.train_levels, attempt.augmented_views,
+                attempt.augmentation, manifest["splits"][0]["seed"], tuple(files))
+    if bank_key not in banks:
+        banks[bank_key] = trunk_feature_bank(base_model, images, attempt.augmented_views,
+                                             manifest["splits"][0]["seed"], device,
+                                             augment=bool(attempt.augmentation), progress=progress)
+    bank = banks[bank_key]
+    timer.add("trunk_features", start)
+
+    splits, trained_images = [], 0
+    for k, split in enumerate(manifest["splits"]):
+        idx = {p: torch.tensor([position[f] for f in split[p]]) for p in ("train", "val", "test")}
+        torch.manual_seed(split["seed"])
+        model = copy.deepcopy(base_model)
+        model.head = make_fresh_head(model.head)
+        model.to(device)
+        optimizer = _optimizer(attempt, model)
+        scheduler = _scheduler(attempt, optimizer, epochs)
+        train_labels = labels_all[idx["train"]]
+        criterion = make_criterion(attempt, train_labels.tolist(), len(class_names)).to(device)
+        val_criterion = nn.CrossEntropyLoss()
+        generator = torch.Generator().manual_seed(split["seed"])
+        stopper = EarlyStopping(attempt.early_stopping_patience)
+        curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "val_macro_f1": [],
+                                          "lr_head": []}
+        train_bank = bank[:, idx["train"]]
+        val_features, val_labels = bank[0, idx["val"]], labels_all[idx["val"]]
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            batches = _epoch_batches(train_bank, train_labels, attempt, generator)
+            curves["lr_head"].append(optimizer.param_groups[0]["lr"])
+            desc = f"attempt {attempt.number} split {k + 1}/{len(manifest['splits'])} epoch {epoch + 1}/{epochs}"
+            train_loss = train_one_epoch(model, criterion, optimizer, batches, device, desc, progress)
+            scheduler.step()
+            trained_images += len(train_labels)
+            timer.add("train", start)
+            start = time.perf_counter()
+            val_loss, val_pred = evaluate(model, val_criterion, val_features, val_labels, device)
+            val = classification_metrics(val_labels.tolist(), val_pred.tolist(), class_names)
+            timer.add("validate", start)
+            curves["train_loss"].append(train_loss)
+            curves["val_loss"].append(val_loss)
+            curves["val_accuracy"].append(val["accuracy"])
+            curves["val_macro_f1"].append(val["macro_f1"])
+            if progress:
+                tqdm.write(f"{desc}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                           f"val macro-F1 {val['macro_f1']:.3f}")
+            if stopper.step(model, epoch, val["macro_f1"], val_loss):
+                break
+        model.load_state_dict(stopper.best_state)
+
+        start = time.perf_counter()
+        probs = predict(model, images[idx["test"]], device)
+        test_pred = probs.argmax(1)
+        test = classification_metrics(labels_all[idx["test"]].tolist(), test_pred.tolist(), class_names)
+        timer.add("test", start)
+        save_checkpoint(checkpoint_path(out, attempt.number, k), {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
+            "epoch": stopper.best_epoch, "config": attempt.to_dict(), "arch": arch, "class_names": class_names,
+            "category": category.name, "split": {"index": k, "seed": split["seed"], "test": split["test"]},
+            "test_metrics": {m: test[m] for m in ("accuracy", "balanced_accuracy", "macro_f1")}})
+        splits.append({"seed": split["seed"], "n_train": len(idx["train"]), "n_val": len(idx["val"]),
+                       "n_test": len(idx["test"]), "epochs_run": len(curves["train_loss"]),
+                       "best_epoch": stopper.best_epoch, "curves": curves, "test_metrics": test,
+                       "test_predictions": _prediction_rows(split["test"], labels_all[idx["test"]], probs,
+                                                            class_names)})
+
+    wall = time.perf_counter() - wall_start
+    timing = {"wall_s": round(wall, 2), **{f"{k}_s": round(v, 2) for k, v in timer.seconds.items()}}
+    timing["data_loading_share"] = round(timer.seconds["decode"] / wall, 4)
+    timing["input_pipeline_share"] = round((timer.seconds["decode"] + timer.seconds["trunk_features"]) / wall, 4)
+    timing["train_images_per_s"] = round(trained_images / max(timer.seconds.get("train", 0.0), 1e-9), 2)
+    timing["images_decoded"] = cache.decoded
+    timing["device"] = str(device)
+    timing["torch_threads"] = torch.get_num_threads()
+    config = {**attempt.to_dict(), "epochs": epochs, "arch": arch, "weights": built["weights"],
+              "layout": built["layout"], "frozen": f"backbone stages 0..{built['layout']['frozen_stages'] - 1} "
+                                                   f"of {built['layout']['stages']} (batch-norm statistics frozen too)"}
+    return {"attempt": attempt.number, "name": attempt.name, "category": category.name, "class_names": class_names,
+            "config": config, "splits": splits, "test": summarize_splits([s["test_metrics"] for s in splits],
+                                                                          class_names),
+            "timing": timing}
+
+
+def _prediction_rows(files: Sequence[str], y_true: torch.Tensor, probs: torch.Tensor,
+                     class_names: Sequence[str]) -> list[dict]:
+    pred = probs.argmax(1)
+    return [{"file": f, "true": class_names[int(y_true[i])], "pred": class_names[int(pred[i])],
+             "prob": round(float(probs[i, pred[i]]), 6)} for i, f in enumerate(files)]
+
+
+def make_fresh_head(head: nn.Module) -> nn.Module:
+    """A copy of ``head`` with every layer's parameters re-initialised (from the current torch seed)."""
+    fresh = copy.deepcopy(head)
+    for module in fresh.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return fresh
+
+
+def rescore_attempt(result: dict, category: Category, out: Path, device: torch.device,
+                    cache: DecodeCache | None = None, progress: bool = True) -> list[dict]:
+    """Load each split's checkpoint of a trained attempt and score its held-out test images again.
+
+    Returns per split the metrics and predictions; a missing checkpoint is a UserError that says what to run.
+    """
+    cache = cache or DecodeCache()
+    number, class_names = result["attempt"], result["class_names"]
+    label_of = {category.relative(s.path): s.label for s in category.samples}
+    rescored = []
+    for k in range(len(result["splits"])):
+        path = checkpoint_path(out, number, k)
+        if not path.is_file():
+            raise UserError(f"no checkpoint {path}; run: python train.py --attempt {number} --out {out} "
+                            f"(with the data, --arch and --weights flags used before)")
+        checkpoint = load_checkpoint(path)
+        model = classifier_from_checkpoint(checkpoint).to(device)
+        files = checkpoint["split"]["test"]
+        missing = [f for f in files if f not in label_of]
+        if missing:
+            raise UserError(f"test image {category.root / missing[0]} of {path} not found; pass the --data-root "
+                            "and --category that train.py used")
+        images = load_images(category, files, checkpoint["config"]["image_size"], cache, progress)
+        probs = predict(model, images, device)
+        y_true = [class_names.index(label_of[f]) for f in files]
+        y_pred = probs.argmax(1).tolist()
+        rescored.append({"files": files, "y_true": y_true, "y_pred": y_pred,
+                         "prob": probs.max(1).values.tolist(),
+                         "metrics": classification_metrics(y_true, y_pred, class_names)})
+    return rescored
+
