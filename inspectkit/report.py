@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .metrics import mean_std
+from .metrics import paired_differences
 from .results import REPO_ROOT, git_commit, read_json
 
 TEMPLATES_DIR = REPO_ROOT / "templates"
@@ -255,27 +255,33 @@ def paired_difference(a: dict, b: dict) -> dict[str, float]:
     """b's macro-F1 minus a's: mean ± std of the per-split differences when both ran on the same split seeds,
     else the difference of the means with the two spreads combined."""
     if a["split_seeds"] == b["split_seeds"]:
-        return mean_std([y - x for x, y in zip(a["per_split_macro_f1"], b["per_split_macro_f1"], strict=True)])
+        return paired_differences(a["per_split_macro_f1"], b["per_split_macro_f1"])
     return {"mean": b["macro_f1"]["mean"] - a["macro_f1"]["mean"],
             "std": math.hypot(a["macro_f1"]["std"], b["macro_f1"]["std"])}
 
 
-def attempts_context(attempts: list[dict], evaluation: dict | None) -> dict:
-    """Q2: the table, each step's measured effect, the best attempt and what set it apart from the baseline."""
+def best_attempt(attempts: list[dict]) -> dict:
+    """Highest mean test macro-F1, ties broken by the lower std (evaluate.py's rule)."""
+    return max(attempts, key=lambda a: (a["macro_f1"]["mean"], -a["macro_f1"]["std"]))
+
+
+def attempts_context(attempts: list[dict], evaluation: dict) -> dict:
+    """Q2: the table, each step's measured effect, the best attempt and the steps that got it there."""
     steps = []
     for prev, cur in itertools.pairwise(attempts):
         diff = paired_difference(prev, cur)
         steps.append({"from": prev, "to": cur, "diff": diff, "verdict": verdict(diff),
                       "changes": config_changes(prev["config"], cur["config"])})
-    best = max(attempts, key=lambda a: a["macro_f1"]["mean"])
+    best = best_attempt(attempts)
+    if evaluation["best_attempt"] != best["number"]:
+        raise UserError(f"evaluation.json names attempt {evaluation['best_attempt']} as best, but the attempt_N.json "
+                        f"files say attempt {best['number']}: evaluation.json is stale; re-run evaluate.py")
     baseline = attempts[0]
-    runner_up = max((a for a in attempts if a is not best), key=lambda a: a["macro_f1"]["mean"], default=None)
+    runner_up = best_attempt([a for a in attempts if a is not best]) if len(attempts) > 1 else None
     over_baseline = paired_difference(baseline, best) if best is not baseline else None
     margin = paired_difference(runner_up, best) if runner_up else None
     largest = max(steps, key=lambda s: s["diff"]["mean"]) if steps else None
-    evaluation_best = None
-    if evaluation is not None:
-        evaluation_best = evaluation.get("best_attempt")
+    reproduction = evaluation.get("reproduction") or []
     return {
         "attempts": attempts,
         "steps": steps,
@@ -288,7 +294,8 @@ def attempts_context(attempts: list[dict], evaluation: dict | None) -> dict:
         "clear_winner": bool(margin and verdict(margin) == "improved"),
         "helpful_steps": [s for s in steps if s["verdict"] == "improved" and s["to"]["number"] <= best["number"]],
         "largest_step": largest,
-        "evaluation_best": evaluation_best,
+        "reproduced": bool(reproduction) and all(r["equal"] for r in reproduction),
+        "reproduction_gap": max((max(r["max_abs_difference"].values()) for r in reproduction), default=None),
         "num_splits": best["num_splits"],
         "paired": all(a["split_seeds"] == baseline["split_seeds"] for a in attempts),
         "hyper_labels": list(CONFIG_LABELS.values()),
@@ -379,7 +386,7 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow
     q1 = stats_context(found["stats"]) if inputs.has("stats") else None
     attempts = [attempt_context(n, found[f"attempt_{n}"]) for n in ATTEMPTS if f"attempt_{n}" in found]
     complete = len(attempts) == len(ATTEMPTS)
-    q2 = attempts_context(attempts, found.get("evaluation")) if complete and inputs.has("evaluation") else None
+    q2 = attempts_context(attempts, found["evaluation"]) if complete and inputs.has("evaluation") else None
     q3_long_tail = long_tail_context(q1, attempts[2], attempts[3]) if complete else None
     q4 = anomaly_context(inputs, found["anomaly"]) if inputs.has("anomaly") else None
     q5 = export_context(found["export"]) if inputs.has("export") else None

@@ -10,6 +10,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 import build_report
+import evaluate
 from inspectkit import report
 from inspectkit.attempts import ATTEMPTS
 from inspectkit.metrics import classification_metrics, summarize_splits
@@ -44,6 +45,15 @@ def _attempt(number, rng, accuracy, splits=3):
             "timing": {"wall_s": float(rng.uniform(50, 900))}}
 
 
+def write_evaluation(folder, prov):
+    """evaluation.json as evaluate.py writes it, from the attempt files in ``folder``."""
+    attempts = [report.read_json(folder / f"attempt_{n}.json") for n in report.ATTEMPTS]
+    reproduction = [{"attempt": a["attempt"], "equal": True, "max_abs_difference": {"macro_f1": 0.0}}
+                    for a in attempts]
+    write_json(folder / "evaluation.json", {**evaluate.compare(attempts), "reproduction": reproduction,
+                                            "provenance": prov})
+
+
 def make_results(folder, *, seed=0, demo=True, category="bottle"):
     """A complete, plausible results folder (JSON and figures) whose numbers depend on ``seed``."""
     rng = np.random.default_rng(seed)
@@ -65,7 +75,7 @@ def make_results(folder, *, seed=0, demo=True, category="bottle"):
         data = _attempt(n, rng, levels[n - 1])
         data["provenance"] = prov
         write_json(folder / f"attempt_{n}.json", data)
-    write_json(folder / "evaluation.json", {"best_attempt": 4, "provenance": prov})
+    write_evaluation(folder, prov)
     metrics = {"image_auroc": float(rng.uniform(0.9, 1)), "pixel_auroc": float(rng.uniform(0.9, 1)),
                "pro": float(rng.uniform(0.7, 0.95)), "f1_max": 0.9, "threshold": 1.0, "per_defect_image_auroc": {}}
     baseline = {k: v * 0.9 for k, v in metrics.items() if isinstance(v, float)}
@@ -131,6 +141,9 @@ def test_best_attempt_is_computed(tmp_path):
     data = report.read_json(folder / "attempt_2.json")
     data["test"]["macro_f1"] = {"mean": 0.999, "std": 0.0, "values": [0.999] * len(data["splits"])}
     write_json(folder / "attempt_2.json", data)
+    with pytest.raises(report.UserError, match=r"evaluation\.json is stale"):
+        _build(folder)
+    write_evaluation(folder, data["provenance"])
     _build(folder)
     html = " ".join((folder / "report.html").read_text().split())
     assert f"best attempt is <strong>2, {ATTEMPTS[2].name}</strong>" in html
