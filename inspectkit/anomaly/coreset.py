@@ -1,0 +1,207 @@
+"""Coreset samplers for the memory bank (greedy k-center, swappable), the random projection, and the covering radius.
+
+Exact greedy comes in two forms that pick the same points (``greedy``, ``pruned_greedy``); ``subsample_greedy``,
+the default, runs exact greedy on a random tenfold oversample of the coreset size: approximate but fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.random_projection import SparseRandomProjection
+from tqdm import tqdm
+
+from .cpu import one_thread
+
+DEFAULT_PROJECTION_DIM = 128
+
+
+def project(features: np.ndarray, dim: int = DEFAULT_PROJECTION_DIM, seed: int = 0) -> np.ndarray:
+    """Sparse random projection to ``dim`` dimensions (Johnson-Lindenstrauss); unchanged if already that small."""
+    if dim <= 0 or features.shape[1] <= dim:
+        return np.ascontiguousarray(features, dtype=np.float32)
+    projection = SparseRandomProjection(n_components=dim, random_state=seed)
+    return np.ascontiguousarray(projection.fit_transform(features), dtype=np.float32)
+
+
+def covering_radius(points: np.ndarray, selected: np.ndarray, chunk: int = 16384) -> float:
+    """The largest distance from any point to its nearest selected point (what k-center minimises)."""
+    x = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+    centres = x[torch.as_tensor(selected, dtype=torch.long)]
+    worst = 0.0
+    for start in range(0, len(x), chunk):
+        nearest = torch.cdist(x[start:start + chunk], centres).min(dim=1).values
+        worst = max(worst, float(nearest.max()))
+    return worst
+
+
+class CoresetSampler:
+    """Picks ``n`` row indices of a feature matrix; subclasses define how. ``radius`` is set by ``select``."""
+
+    name = "base"
+
+    def __init__(self, projection_dim: int = DEFAULT_PROJECTION_DIM, progress: bool = False) -> None:
+        self.projection_dim = projection_dim
+        self.progress = progress
+        self.radius: float | None = None
+
+    def select(self, features: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+        if not 1 <= n <= len(features):
+            raise ValueError(f"cannot select {n} of {len(features)} points")
+        points = project(features, self.projection_dim, seed)
+        start = int(np.random.default_rng(seed).integers(len(points)))
+        with one_thread():
+            return self._greedy(points, n, start)
+
+    def _greedy(self, points: np.ndarray, n: int, start: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RandomCoreset(CoresetSampler):
+    """A uniform random subset: the cheapest sampler, for comparison. ``radius`` stays None."""
+
+    name = "random"
+
+    def select(self, features: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+        if not 1 <= n <= len(features):
+            raise ValueError(f"cannot select {n} of {len(features)} points")
+        return np.sort(np.random.default_rng(seed).choice(len(features), size=n, replace=False))
+
+
+class GreedyCoreset(CoresetSampler):
+    """Exact greedy k-center (Gonzalez): each step takes the point farthest from everything chosen so far.
+
+    One matrix-vector product over the whole bank per step, and the nearest-centre distances are updated in place.
+    """
+
+    name = "greedy"
+
+    def _greedy(self, points: np.ndarray, n: int, start: int) -> np.ndarray:
+        x = torch.from_numpy(points)
+        sq_norms = (x * x).sum(dim=1)
+        nearest = torch.full((len(x),), float("inf"))
+        chosen = np.empty(n, dtype=np.int64)
+        index = start
+        for step in tqdm(range(n), desc="coreset (greedy)", unit="pt", disable=not self.progress, leave=False):
+            chosen[step] = index
+            centre = x[index]
+            dist = sq_norms - 2.0 * (x @ centre) + sq_norms[index]
+            torch.minimum(nearest, dist, out=nearest)
+            index = int(torch.argmax(nearest))
+        self.radius = float(nearest.clamp_min(0).max().sqrt())
+        return chosen
+
+
+class PrunedGreedyCoreset(CoresetSampler):
+    """Exact greedy k-center, accelerated: every point belongs to its nearest centre's cluster, and a new centre
+    ``c`` is compared only with clusters ``j`` where ``d(c, c_j) < 2 * radius_j`` and, inside them, only with
+    points farther than ``d(c, c_j) / 2`` from ``c_j`` -- nobody else can be closer to ``c`` (triangle inequality).
+
+    The farthest point is the farthest member of the widest cluster, so no step scans the whole bank once the
+    clusters are small. Picks the same points as ``GreedyCoreset`` (up to ties and float rounding).
+    """
+
+    name = "pruned_greedy"
+
+    def _greedy(self, points: np.ndarray, n: int, start: int) -> np.ndarray:
+        # numpy rather than torch here: thousands of tiny gathers per step, where per-call overhead dominates
+        x = points
+        centres = np.empty((n, x.shape[1]), dtype=x.dtype)
+        members: list[np.ndarray] = []  # point indices per cluster
+        blocks: list[np.ndarray] = []  # their features, contiguous
+        dists: list[np.ndarray] = []  # their distances to the cluster centre
+        radius = np.zeros(n, dtype=np.float64)
+        farthest = np.zeros(n, dtype=np.int64)
+        chosen = np.empty(n, dtype=np.int64)
+        index = start
+        for step in tqdm(range(n), desc="coreset (pruned greedy)", unit="pt", disable=not self.progress,
+                         leave=False):
+            chosen[step] = index
+            centre = x[index]
+            centres[step] = centre
+            if step == 0:
+                new_members, new_block, new_dists = np.arange(len(x)), x, _distances(x, centre)
+            else:
+                to_centres = _distances(centres[:step], centre)
+                reachable = np.flatnonzero(to_centres < 2.0 * radius[:step])
+                taken: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+                for j in reachable:
+                    near = np.flatnonzero(dists[j] > 0.5 * to_centres[j])
+                    if len(near) == 0:
+                        continue
+                    new_d = _distances(blocks[j][near], centre)
+                    closer = new_d < dists[j][near]
+                    if not closer.any():
+                        continue
+                    moving = near[closer]
+                    taken.append((members[j][moving], blocks[j][moving], new_d[closer]))
+                    keep = np.ones(len(members[j]), dtype=bool)
+                    keep[moving] = False
+                    members[j], blocks[j], dists[j] = members[j][keep], blocks[j][keep], dists[j][keep]
+                    radius[j], farthest[j] = _widest(members[j], dists[j])
+                if taken:
+                    new_members, new_block, new_dists = (np.concatenate(parts) for parts in zip(*taken, strict=True))
+                else:
+                    new_members, new_block, new_dists = np.empty(0, np.int64), x[:0], np.empty(0, x.dtype)
+            members.append(new_members)
+            blocks.append(new_block)
+            dists.append(new_dists)
+            radius[step], farthest[step] = _widest(new_members, new_dists)
+            widest = int(np.argmax(radius[:step + 1]))
+            index = int(farthest[widest])
+            if radius[widest] == 0.0 and step + 1 < n:  # every point is a centre's duplicate: take any unused one
+                index = int(np.setdiff1d(np.arange(len(x)), chosen[:step + 1])[0])
+        self.radius = float(radius.max())
+        return chosen
+
+
+def _distances(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    diff = points - centre
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+
+def _widest(members: np.ndarray, dists: np.ndarray) -> tuple[float, int]:
+    if len(dists) == 0:
+        return 0.0, -1
+    where = int(np.argmax(dists))
+    return float(dists[where]), int(members[where])
+
+
+class SubsampledGreedyCoreset(GreedyCoreset):
+    """Exact greedy k-center on a uniform random subset of ``oversample * n`` points (all points if fewer).
+
+    The bank is highly redundant (neighbouring patches of near-identical images), so a tenfold random oversample
+    keeps almost every distinct kind of patch while the greedy loop touches a fraction of the bank. Approximate:
+    its covering radius of the whole bank is larger than exact greedy's (measured in the tests and the benchmark);
+    ``radius`` is the covering radius of the subset only.
+    """
+
+    name = "subsample_greedy"
+
+    def __init__(self, projection_dim: int = DEFAULT_PROJECTION_DIM, progress: bool = False,
+                 oversample: int = 10) -> None:
+        super().__init__(projection_dim, progress)
+        self.oversample = oversample
+
+    def select(self, features: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+        if not 1 <= n <= len(features):
+            raise ValueError(f"cannot select {n} of {len(features)} points")
+        rng = np.random.default_rng(seed)
+        size = min(len(features), self.oversample * n)
+        subset = np.sort(rng.choice(len(features), size=size, replace=False))
+        points = project(features[subset], self.projection_dim, seed)
+        with one_thread():
+            return subset[self._greedy(points, n, int(rng.integers(size)))]
+
+
+SAMPLERS: dict[str, type[CoresetSampler]] = {
+    cls.name: cls for cls in (SubsampledGreedyCoreset, PrunedGreedyCoreset, GreedyCoreset, RandomCoreset)
+}
+DEFAULT_SAMPLER = SubsampledGreedyCoreset.name
+
+
+def make_sampler(name: str, projection_dim: int = DEFAULT_PROJECTION_DIM, progress: bool = False) -> CoresetSampler:
+    """A sampler by name (``SAMPLERS``); a ValueError for an unknown one."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown coreset sampler '{name}'; choose from {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](projection_dim=projection_dim, progress=progress)
