@@ -236,6 +236,7 @@ def score_folder(args: argparse.Namespace) -> dict:
     """``--load FILE --images DIR``: score every image in DIR with a saved detector."""
     if not (args.load and args.images):
         raise UserError("--load FILE and --images DIR go together: score the images in DIR with the detector FILE")
+    detector = PatchCore.load(args.load, resolve_device(args.device))
     folder = Path(args.images).expanduser()
     if not folder.is_dir():
         raise UserError(f"--images {folder} is not a folder; pass a folder of images")
@@ -243,7 +244,6 @@ def score_folder(args: argparse.Namespace) -> dict:
                    and not p.name.startswith("."))
     if not paths:
         raise UserError(f"--images {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    detector = PatchCore.load(args.load, resolve_device(args.device))
     out = ensure_writable_dir(args.out)
     cache = DecodeCache()
     images, kept, skipped = [], [], []

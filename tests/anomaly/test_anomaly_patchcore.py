@@ -1,0 +1,88 @@
+"""inspectkit.anomaly.patchcore (with maps and baseline): the detector separates synthetic defects, localises them,
+and a saved detector scores identically after loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from inspectkit.anomaly import GaussianBaseline, PatchCore, PatchCoreConfig
+from inspectkit.anomaly.maps import anomaly_maps, image_scores
+from inspectkit.anomaly.metrics import image_auroc, pixel_auroc
+from inspectkit.cache import DecodeCache
+from inspectkit.data import load_category
+from inspectkit.errors import UserError
+
+SIZE = 128  # the 64 px synthetic images, upsampled: a 16x16 patch grid
+
+
+@pytest.fixture(scope="module")
+def synthetic(synthetic_root):
+    category = load_category(synthetic_root, "demo", progress=False)
+    cache = DecodeCache(disk=False)
+
+    def stack(samples):
+        return torch.stack([cache.image_tensor(s.path, SIZE) for s in samples])
+
+    test = category.split_samples("test")
+    masks = np.stack([cache.mask(s.mask_path, SIZE) for s in test])
+    return stack(category.split_samples("train")), stack(test), np.array([s.is_defect for s in test]), masks
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic):
+    train, *_ = synthetic
+    config = PatchCoreConfig(arch="mobilenet_v2", image_size=SIZE, coreset_ratio=0.25)
+    return PatchCore.build(config, "none").fit(train, progress=False)
+
+
+def test_detector_separates_and_localises_synthetic_defects(synthetic, fitted):
+    _, test, is_defect, masks = synthetic
+    scores, maps = fitted.score(test, progress=False)
+    assert maps.shape == (len(test), SIZE, SIZE)
+    assert np.allclose(scores, maps.reshape(len(test), -1).max(axis=1))
+    assert image_auroc(is_defect, scores) > 0.9
+    assert pixel_auroc(masks, maps) > 0.9
+    assert len(fitted.bank) == round(0.25 * 12 * 16 * 16)
+
+
+def test_save_and_load_give_identical_scores(synthetic, fitted, tmp_path):
+    _, test, *_ = synthetic
+    fitted.threshold = 1.5
+    path = fitted.save(tmp_path / "detectors" / "d.pt")
+    loaded = PatchCore.load(path)
+    before, before_maps = fitted.score(test, progress=False)
+    after, after_maps = loaded.score(test, progress=False)
+    assert np.array_equal(before, after) and np.array_equal(before_maps, after_maps)
+    assert loaded.threshold == 1.5 and loaded.config == fitted.config
+
+
+def test_load_refuses_missing_and_foreign_files(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        PatchCore.load(tmp_path / "absent.pt")
+    (tmp_path / "text.pt").write_text("not a detector")
+    with pytest.raises(UserError, match="cannot read"):
+        PatchCore.load(tmp_path / "text.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not an inspectkit"):
+        PatchCore.load(tmp_path / "other.pt")
+
+
+def test_maps_upsample_and_blur():
+    patch_scores = torch.zeros(1, 8, 8)
+    patch_scores[0, 4, 4] = 1.0
+    maps = anomaly_maps(patch_scores, 64, sigma=4.0)
+    sharp = anomaly_maps(patch_scores, 64, sigma=0.0)
+    assert maps.shape == (1, 64, 64)
+    assert maps.sum() == pytest.approx(sharp.sum(), rel=1e-3)  # blurring keeps the mass (the peak is far from edges)
+    assert maps.max() < sharp.max()  # and spreads it
+    assert image_scores(maps)[0] == maps.max()
+
+
+def test_gaussian_baseline_flags_synthetic_defects(synthetic, fitted):
+    train, test, is_defect, _ = synthetic
+    baseline = GaussianBaseline(SIZE).fit(fitted.extract(train, progress=False))
+    scores, maps = baseline.score_features(fitted.extract(test, progress=False))
+    assert maps.shape == (len(test), SIZE, SIZE)
+    assert image_auroc(is_defect, scores) > 0.7
