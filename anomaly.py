@@ -84,6 +84,9 @@ def main(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
 
     tick = time.perf_counter()
+    detector = PatchCore.build(config, args.weights, device)
+    timings["model"] = time.perf_counter() - tick  # first: a weights problem fails before any decoding
+    tick = time.perf_counter()
     cache = DecodeCache()
     train_images = decode_images(cache, [s.path for s in train], config.image_size)
     test_images = decode_images(cache, [s.path for s in test], config.image_size)
@@ -92,9 +95,6 @@ def main(args: argparse.Namespace) -> dict:
     timings["decode"] = time.perf_counter() - tick
     decoded_now = cache.decoded
 
-    tick = time.perf_counter()
-    detector = PatchCore.build(config, args.weights, device)
-    timings["model"] = time.perf_counter() - tick
     tick = time.perf_counter()
     train_features = detector.extract(train_images, "features (train)")
     test_features = detector.extract(test_images, "features (test)")
