@@ -224,8 +224,8 @@ def make_figures(name: str, out: Path, test: list[Sample], images: torch.Tensor,
     shown.sort(key=lambda i: test[i].label != GOOD)
     strip = heatmap_strip(
         [images[i].permute(1, 2, 0).numpy() for i in shown], [maps[i] for i in shown],
-        [masks[i] for i in shown], [f"{test[i].label}\nscore {scores[i]:.2f}" for i in shown],
-        out / "figures" / f"anomaly_{name}.png", vmin=float(np.percentile(maps, 1)), vmax=float(maps.max()),
+        [masks[i] for i in shown], [f"{test[i].label}\nscore {scores[i]:.3g}" for i in shown],
+        out / "figures" / f"anomaly_{name}.png", vmin=float(np.median(maps)), vmax=float(maps[shown].max()),
         threshold=threshold)
     hist = score_histogram(scores, np.array([s.is_defect for s in test]), out / "figures" / f"anomaly_{name}_hist.png",
                            f"{name}: image scores (PatchCore)", threshold)

@@ -5,7 +5,7 @@ anomaly maps, and saving / loading the fitted detector as one plain file.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,6 @@ class PatchCoreConfig:
     sigma: float = DEFAULT_SIGMA
     batch_size: int = 32
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers) or default_layers(self.arch)
