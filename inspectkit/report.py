@@ -335,23 +335,25 @@ def long_tail_context(q1: dict | None, attempt3: dict, attempt4: dict) -> dict:
 
 
 def anomaly_context(inputs: Inputs, data: dict) -> dict:
-    """Q4: our detector's metrics, the baseline's, and the published PatchCore anchor for the category."""
-    config = data.get("config") or {}
-    metrics, baseline = data["metrics"], data["baseline"]
+    """Q4: our detector's metrics, the baseline's (when it ran), and the published PatchCore anchor."""
+    config, metrics, baseline = data["config"], data["metrics"], data["baseline"]
     keys = ("image_auroc", "pixel_auroc", "pro")
     return {
         "metrics": metrics,
         "baseline": baseline,
-        "baseline_name": baseline.get("name", "baseline"),
-        "arch": config.get("arch"),
-        "image_size": config.get("image_size"),
-        "coreset_ratio": config.get("coreset_ratio"),
-        "beats_baseline": [k for k in keys if metrics.get(k) is not None and baseline.get(k) is not None
+        "baseline_name": baseline["method"].split(" (")[0].split(",")[0] if baseline else None,
+        "arch": config["arch"],
+        "layers": config["layers"],
+        "image_size": config["image_size"],
+        "coreset_ratio": config["coreset_ratio"],
+        "bank": data["memory_bank"],
+        "beats_baseline": [k for k in keys if baseline and metrics[k] is not None and baseline[k] is not None
                            and metrics[k] > baseline[k]],
         "published": None if inputs.demo else PUBLISHED_PATCHCORE.get(inputs.category),
-        "total_s": (data.get("timings") or {}).get("total_s"),
+        "total_s": data["timings"]["total_s"],
+        "peak_rss_mb": data["peak_rss_mb"],
         "figure": _figure(inputs, f"anomaly_{inputs.category}.png"),
-        "weights": (data.get("provenance") or {}).get("weights"),
+        "weights": data["provenance"]["weights"],
     }
 
 

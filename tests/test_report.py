@@ -78,11 +78,14 @@ def make_results(folder, *, seed=0, demo=True, category="bottle"):
     write_evaluation(folder, prov)
     metrics = {"image_auroc": float(rng.uniform(0.9, 1)), "pixel_auroc": float(rng.uniform(0.9, 1)),
                "pro": float(rng.uniform(0.7, 0.95)), "f1_max": 0.9, "threshold": 1.0, "per_defect_image_auroc": {}}
-    baseline = {k: v * 0.9 for k, v in metrics.items() if isinstance(v, float)}
+    baseline = {"method": "PaDiM-like Gaussian per patch position (Mahalanobis), same features",
+                **{k: v * 0.9 for k, v in metrics.items() if isinstance(v, float)}}
     write_json(folder / f"anomaly_{category}.json", {
         "metrics": metrics, "baseline": baseline,
-        "config": {"arch": "mobilenet_v2", "image_size": 224, "coreset_ratio": 0.01},
-        "timings": {"total_s": 12.0}, "peak_rss_mb": 900.0, "provenance": prov})
+        "config": {"arch": "mobilenet_v2", "layers": ["features.3", "features.6"], "image_size": 224,
+                   "coreset_ratio": 0.01},
+        "memory_bank": {"patches_before_coreset": 163856, "coreset_size": 1638},
+        "timings": {"total_s": float(rng.uniform(5, 30))}, "peak_rss_mb": 900.0, "provenance": prov})
     instances = {d: n + int(rng.integers(0, 5)) for d, n in defects.items()}
     box_area = {"n": 60, "mean": float(rng.uniform(0.01, 0.1)), "min": 0.001, "median": 0.03, "max": 0.3}
     write_json(folder / f"export_{category}.json", {
@@ -236,3 +239,16 @@ def test_readme_block_is_replaced_from_the_json(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(report.UserError, match="results:start"):
         _build(folder, "--readme", str(readme))
+
+
+def test_anomaly_without_baseline_or_masks(tmp_path):
+    """anomaly.py --no-baseline, on a category without ground truth: no baseline row, pixel metrics n/a."""
+    folder = make_results(tmp_path, seed=10)
+    data = report.read_json(folder / "anomaly_bottle.json")
+    data["baseline"] = None
+    data["metrics"]["pixel_auroc"] = data["metrics"]["pro"] = None
+    write_json(folder / "anomaly_bottle.json", data)
+    _build(folder)
+    html = " ".join((folder / "report.html").read_text().split())
+    assert "PaDiM-like Gaussian per patch position</td>" not in html
+    assert "pixel AUROC n/a and PRO n/a." in html

@@ -1,0 +1,83 @@
+"""run_all.py: the flags it passes each script parse with that script's own parser, and the pipeline runs in order."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import types
+
+import pytest
+from test_report import make_results
+
+import run_all
+
+
+def _args(*argv):
+    return run_all.get_args_parser().parse_args(list(argv))
+
+
+REAL_ARGS = ("--category", "bottle", "--data-root", "/data/mvtec", "--arch", "mobilenet_v2", "--weights",
+             "/w/mobilenet_v2.pth", "--out", "/tmp/out")
+
+
+@pytest.mark.parametrize("step", list(run_all.STEPS))
+@pytest.mark.parametrize("argv", [("--demo",), REAL_ARGS], ids=["demo", "real"])
+def test_each_script_accepts_its_flags(step, argv):
+    """The argv run_all builds parses with the real script's parser, and the shared flags arrive."""
+    args = _args(*argv)
+    _, step_args = run_all.parse_step(step, run_all.step_argv(step, args))
+    for name in ("out", "demo", "category", "data_root", "arch", "weights", "device"):
+        if hasattr(step_args, name) and step not in ("report", "export"):
+            assert getattr(step_args, name) == getattr(args, name) or (args.demo and name in ("arch", "weights"))
+    if step == "export":  # its --out is the exported dataset, kept under run_all's --out; its JSON goes to --results
+        assert step_args.results == args.out and step_args.out.startswith(args.out)
+    if args.demo and step in ("train", "anomaly"):
+        assert step_args.weights == "none" and step_args.arch == run_all.DEMO_ARCH
+    if step == "report":
+        assert step_args.results == args.out and step_args.pdf
+
+
+def _fake_script(name, calls, results_dir):
+    """A stand-in for a root script: records its argv and argv[0]; the 'stats' one writes a full results set."""
+
+    class Parser:
+        def parse_args(self, argv):
+            return argparse.Namespace(argv=argv)
+
+    def main(ns):
+        calls.append((name, ns.argv, sys.argv[0]))
+        if name == "stats":
+            make_results(results_dir, seed=11, demo=True, category="demo")
+
+    return types.SimpleNamespace(get_args_parser=Parser, main=main)
+
+
+def test_pipeline_runs_every_step_in_order(tmp_path, monkeypatch, capsys):
+    calls = []
+    out = tmp_path / "out"
+    real_import = importlib.import_module
+    fakes = {m: _fake_script(m, calls, out) for m in run_all.STEPS.values() if m != "build_report"}
+    monkeypatch.setattr(run_all.importlib, "import_module", lambda m: fakes.get(m) or real_import(m))
+    summary = run_all.main(_args("--demo", "--out", str(out)))
+    assert [c[0] for c in calls] == [m for m in run_all.STEPS.values() if m != "build_report"]
+    assert all(argv0 == f"{name}.py" for name, _, argv0 in calls)  # provenance sees the step's own command
+    assert calls[1][1][:2] == ["--attempt", "all"]
+    assert summary["report"]["pages"] <= 3
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.pdf'}" in printed
+    assert "best: attempt" in printed and "image AUROC" in printed
+    assert (out / "report.pdf").is_file()
+
+
+def test_step_failure_names_the_step(tmp_path, monkeypatch):
+    from inspectkit.errors import UserError
+
+    def failing_main(ns):
+        raise UserError("no data here")
+
+    fake = types.SimpleNamespace(get_args_parser=lambda: types.SimpleNamespace(parse_args=lambda a: a),
+                                 main=failing_main)
+    monkeypatch.setattr(run_all.importlib, "import_module", lambda m: fake)
+    with pytest.raises(UserError, match="step stats failed: no data here"):
+        run_all.main(_args("--demo", "--out", str(tmp_path)))
