@@ -385,18 +385,30 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow
     if inputs.missing and not allow_missing:
         raise UserError(missing_message(inputs))
     found = inputs.found
-    q1 = stats_context(found["stats"]) if inputs.has("stats") else None
-    attempts = [attempt_context(n, found[f"attempt_{n}"]) for n in ATTEMPTS if f"attempt_{n}" in found]
+    files = input_files(inputs.category)
+
+    def read(builder, keys: tuple[str, ...], *args):
+        """``builder(*args)``; a key missing from the JSON becomes a UserError naming the files to re-make."""
+        try:
+            return builder(*args)
+        except (KeyError, IndexError, TypeError) as exc:
+            names = ", ".join(files[k] for k in keys)
+            raise UserError(f"{names} in {inputs.results_dir} lack(s) what the report reads ({exc.__class__.__name__}:"
+                            f" {exc}); it was written by another version: re-run the script that makes it") from None
+
+    q1 = read(stats_context, ("stats",), found["stats"]) if inputs.has("stats") else None
+    attempts = [read(attempt_context, (f"attempt_{n}",), n, found[f"attempt_{n}"])
+                for n in ATTEMPTS if f"attempt_{n}" in found]
     complete = len(attempts) == len(ATTEMPTS)
-    q2 = attempts_context(attempts, found["evaluation"]) if complete and inputs.has("evaluation") else None
-    q3_long_tail = long_tail_context(q1, attempts[2], attempts[3]) if complete else None
-    q4 = anomaly_context(inputs, found["anomaly"]) if inputs.has("anomaly") else None
-    q5 = export_context(found["export"]) if inputs.has("export") else None
+    q2 = (read(attempts_context, ("evaluation",), attempts, found["evaluation"])
+          if complete and inputs.has("evaluation") else None)
+    q3 = read(long_tail_context, ("attempt_3", "attempt_4"), q1, attempts[2], attempts[3]) if complete else None
+    q4 = read(anomaly_context, ("anomaly",), inputs, found["anomaly"]) if inputs.has("anomaly") else None
+    q5 = read(export_context, ("export",), found["export"]) if inputs.has("export") else None
 
     weights = sorted({note for note in [*(_weights_note(a["weights"]) for a in attempts),
                                         _weights_note(q4["weights"]) if q4 else None] if note})
     random_init = any("random-init" in w for w in weights)
-    files = input_files(inputs.category)
 
     def missing_for(*keys: str) -> list[dict]:
         return [{"file": files[k], "command": inputs.missing[k]} for k in keys if k in inputs.missing]
@@ -417,7 +429,7 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow
         "q1_figure": _figure(inputs, found["stats"].get("figures", {}).get("counts")) if q1 else None,
         "q2": q2,
         "q2_missing": missing_for(*(f"attempt_{n}" for n in ATTEMPTS), "evaluation"),
-        "q3": q3_long_tail,
+        "q3": q3,
         "q3_missing": missing_for("stats", *(f"attempt_{n}" for n in (3, 4))),
         "q4": q4,
         "q4_missing": missing_for("anomaly"),

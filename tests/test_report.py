@@ -252,3 +252,12 @@ def test_anomaly_without_baseline_or_masks(tmp_path):
     html = " ".join((folder / "report.html").read_text().split())
     assert "PaDiM-like Gaussian per patch position</td>" not in html
     assert "pixel AUROC n/a and PRO n/a." in html
+
+
+def test_result_with_unexpected_schema_is_a_clear_error(tmp_path):
+    folder = make_results(tmp_path, seed=12)
+    data = report.read_json(folder / "export_bottle.json")
+    del data["instances"]
+    write_json(folder / "export_bottle.json", data)
+    with pytest.raises(report.UserError, match=r"export_bottle\.json .* re-run"):
+        _build(folder)
