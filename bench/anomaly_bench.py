@@ -32,10 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspectkit.anomaly import PatchCore, PatchCoreConfig
-from inspectkit.anomaly.coreset import covering_radius, make_sampler, project
+from inspectkit.anomaly.coreset import covering_radius, project
+from inspectkit.anomaly.metrics import image_auroc, pixel_auroc
 from inspectkit.cache import DecodeCache
 from inspectkit.cli import add_data_args, add_out_arg, data_root_of, resolve_category, run
 from inspectkit.errors import UserError
+from inspectkit.models import describe_weights
 from inspectkit.results import provenance, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -54,6 +56,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--anomalib-python", default=str(HERE / ".venv-anomalib" / "bin" / "python"),
                         help="python of the virtualenv that holds anomalib (default: bench/.venv-anomalib)")
     parser.add_argument("--skip-radius", action="store_true", help="skip the covering-radius comparison")
+    parser.add_argument("--radius-arch", default="mobilenet_v2",
+                        help="backbone for the covering-radius and AUROC comparison (default: mobilenet_v2)")
+    parser.add_argument("--radius-weights", default="none",
+                        help="weights for --radius-arch: imagenet, none or PATH (default: none)")
     parser.add_argument("--side", choices=["ours"], default=None, help=argparse.SUPPRESS)  # internal: one side
     parser.add_argument("--images", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ratio", type=float, default=None, help=argparse.SUPPRESS)
@@ -137,20 +143,32 @@ def run_side(command: list[str], limit_s: float) -> dict:
             "timings": {"features_train": start[0]["features_train"], "coreset": int(total) / rate}}
 
 
-def radius_check(images: np.ndarray, ratio: float) -> dict:
-    """Covering radius of the whole real bank: our default sampler against exact greedy (resnet18, same bank)."""
-    config = PatchCoreConfig(arch="resnet18", image_size=images.shape[1], coreset_ratio=ratio)
-    detector = PatchCore.build(config, "none")
-    features = detector.extract(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), progress=False)
-    patches = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).numpy()
-    n = max(1, round(ratio * len(patches)))
+def radius_check(args: argparse.Namespace, category, cache: DecodeCache, ratio: float) -> dict:
+    """On the real bank: covering radius and AUROCs of our default (subsampled) coreset against exact greedy."""
+    config = PatchCoreConfig(arch=args.radius_arch, image_size=args.image_size, coreset_ratio=ratio)
+    detector = PatchCore.build(config, args.radius_weights)
+    train, test = category.split_samples("train"), category.split_samples("test")
+
+    def features(samples):
+        images = np.stack([cache.image(s.path, args.image_size) for s in samples])
+        return detector.extract(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), progress=False)
+
+    train_features, test_features = features(train), features(test)
+    masks = np.stack([cache.mask(s.mask_path, args.image_size) for s in test])
+    patches = train_features.permute(0, 2, 3, 1).reshape(-1, train_features.shape[1]).numpy()
     points = project(patches, config.projection_dim, config.seed)
-    out = {"bank": len(patches), "coreset_size": n, "projection_dim": config.projection_dim}
+    out = {"arch": args.radius_arch, "weights": describe_weights(args.radius_weights), "bank": len(patches),
+           "coreset_size": max(1, round(ratio * len(patches))), "projection_dim": config.projection_dim}
     for name in ("pruned_greedy", "subsample_greedy"):
-        sampler = make_sampler(name)
+        detector.config.sampler = name
         tick = time.perf_counter()
-        chosen = sampler.select(patches, n, seed=config.seed)
-        out[name] = {"seconds": time.perf_counter() - tick, "covering_radius": covering_radius(points, chosen)}
+        detector.fit_features(train_features, progress=False)
+        seconds = time.perf_counter() - tick
+        chosen = detector.coreset_indices
+        scores, maps = detector.score_features(test_features)
+        out[name] = {"seconds": seconds, "covering_radius": covering_radius(points, chosen),
+                     "image_auroc": image_auroc([s.is_defect for s in test], scores),
+                     "pixel_auroc": pixel_auroc(masks, maps)}
     out["factor"] = out["subsample_greedy"]["covering_radius"] / out["pruned_greedy"]["covering_radius"]
     return out
 
@@ -183,11 +201,12 @@ def main(args: argparse.Namespace) -> dict:
                                     "coreset_speedup": theirs["timings"]["coreset"] / ours["timings"]["coreset"]})
             print_run(results["runs"][-1])
     if not args.skip_radius:
-        results["radius"] = radius_check(images["train"], min(args.ratios))
-        r = results["radius"]
-        print(f"covering radius at {min(args.ratios)}: exact greedy {r['pruned_greedy']['covering_radius']:.3f} "
-              f"({r['pruned_greedy']['seconds']:.1f}s), subsample_greedy {r['subsample_greedy']['covering_radius']:.3f}"
-              f" ({r['subsample_greedy']['seconds']:.1f}s): factor {r['factor']:.2f}")
+        results["radius"] = r = radius_check(args, category, cache, min(args.ratios))
+        for name in ("pruned_greedy", "subsample_greedy"):
+            print(f"{args.radius_arch} {min(args.ratios)} {name}: covering radius {r[name]['covering_radius']:.3f}, "
+                  f"{r[name]['seconds']:.1f}s, image AUROC {r[name]['image_auroc']:.4f}, "
+                  f"pixel AUROC {r[name]['pixel_auroc']:.4f}")
+        print(f"covering-radius factor (subsample / exact greedy): {r['factor']:.2f}")
     results["provenance"] = provenance(seed=0, weights={"spec": "none"}, data_root=data_root_of(category),
                                        demo=category.demo)
     path = write_json(Path(args.out) / f"anomaly_bench_{category.name}.json", results)

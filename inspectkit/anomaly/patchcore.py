@@ -57,6 +57,7 @@ class PatchCore:
         self.bank: torch.Tensor | None = None
         self.bank_size_before_coreset: int | None = None
         self.coreset_radius: float | None = None
+        self.coreset_indices: np.ndarray | None = None  # rows of the last fitted bank kept (not saved)
         self.threshold: float | None = None
 
     @classmethod
@@ -78,8 +79,8 @@ class PatchCore:
         patches = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
         n_keep = max(1, round(self.config.coreset_ratio * len(patches)))
         sampler = make_sampler(self.config.sampler, self.config.projection_dim, progress=progress)
-        chosen = sampler.select(patches.numpy(), n_keep, seed=self.config.seed)
-        self.bank = patches[torch.from_numpy(np.sort(chosen))].clone()
+        self.coreset_indices = np.sort(sampler.select(patches.numpy(), n_keep, seed=self.config.seed))
+        self.bank = patches[torch.from_numpy(self.coreset_indices)].clone()
         self.bank_size_before_coreset = len(patches)
         self.coreset_radius = sampler.radius
         return self
