@@ -196,7 +196,7 @@ def stats_context(stats: dict) -> dict:
 # ----------------------------------------------------------------------------------------------- Q2, Q3
 
 # Hyper-parameters shown in the Q2 table (config key -> column label), in table order.
-CONFIG_LABELS = {"epochs": "max epochs", "lr": "lr head / backbone", "optimizer": "optim.",
+CONFIG_LABELS = {"epochs": "epochs", "lr": "lr head / backbone", "optimizer": "optim.",
                  "batch_size": "batch", "image_size": "px", "loss": "loss"}
 # Config keys compared between attempts to say what a step changed, with how the prose names them.
 CHANGE_LABELS = {"train_levels": "which backbone levels are trained", "head": "the head",
