@@ -10,7 +10,8 @@ from the measured selection rate (marked "extrapolated"). Also measures, on the 
 our default (subsampled) coreset against exact greedy.
 
 Examples:
-    python bench/anomaly_bench.py --data-root ../data/mvtec --category bottle --ratios 0.01 0.1
+    python bench/anomaly_bench.py --data-root ../data/mvtec --category bottle --ratios 0.01 0.1 \
+        --coreset-limit-s 200 45 --radius-weights mobilenet_v2.pth
     python bench/anomaly_bench.py --demo --ratios 0.1 --coreset-limit-s 30
 """
 
@@ -51,8 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.01, 0.1],
                         help="coreset ratios (default: 0.01 0.1)")
     parser.add_argument("--image-size", type=int, default=224, help="square image size for both (default: 224)")
-    parser.add_argument("--coreset-limit-s", type=float, default=120.0,
-                        help="stop a coreset selection after this many seconds and extrapolate (default: 120)")
+    parser.add_argument("--coreset-limit-s", type=float, nargs="+", default=[120.0],
+                        help="stop a coreset selection after this many seconds and extrapolate; one value, or one "
+                             "per --ratios value (default: 120)")
     parser.add_argument("--anomalib-python", default=str(HERE / ".venv-anomalib" / "bin" / "python"),
                         help="python of the virtualenv that holds anomalib (default: bench/.venv-anomalib)")
     parser.add_argument("--skip-radius", action="store_true", help="skip the covering-radius comparison")
@@ -189,15 +191,18 @@ def main(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "images.npz"
         np.savez(npz, **images)
-        for ratio in args.ratios:
+        limits = args.coreset_limit_s if len(args.coreset_limit_s) > 1 else args.coreset_limit_s * len(args.ratios)
+        if len(limits) != len(args.ratios):
+            raise UserError("--coreset-limit-s takes one value or one per --ratios value")
+        for ratio, limit in zip(args.ratios, limits, strict=True):
             ours_cmd = [sys.executable, __file__, "--side", "ours", "--images", str(npz), "--ratio", str(ratio)]
             theirs_cmd = [args.anomalib_python, str(HERE / "anomalib_side.py"), "--images", str(npz),
                           "--ratio", str(ratio)]
             print(f"ratio {ratio}: ours ...", flush=True)
-            ours = run_side(ours_cmd, args.coreset_limit_s)
+            ours = run_side(ours_cmd, limit)
             print(f"ratio {ratio}: anomalib ...", flush=True)
-            theirs = run_side(theirs_cmd, args.coreset_limit_s)
-            results["runs"].append({"ratio": ratio, "ours": ours, "anomalib": theirs,
+            theirs = run_side(theirs_cmd, limit)
+            results["runs"].append({"ratio": ratio, "coreset_limit_s": limit, "ours": ours, "anomalib": theirs,
                                     "coreset_speedup": theirs["timings"]["coreset"] / ours["timings"]["coreset"]})
             print_run(results["runs"][-1])
     if not args.skip_radius:
