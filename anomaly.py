@@ -41,7 +41,7 @@ DEFAULT_ARCH = "wide_resnet50_2"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
     add_model_args(parser, arch_default=DEFAULT_ARCH)
