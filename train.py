@@ -21,7 +21,7 @@ from inspectkit.attempts import select_attempts
 from inspectkit.cache import DecodeCache
 from inspectkit.cli import add_data_args, add_model_args, add_out_arg, data_root_of, resolve_category, run
 from inspectkit.errors import UserError
-from inspectkit.models import check_arch, describe_weights, load_state_dict_file, resolve_device
+from inspectkit.models import build_model, check_arch, describe_weights, resolve_device
 from inspectkit.results import ensure_writable_dir, provenance, write_json
 from inspectkit.splits import make_splits
 from inspectkit.training import train_attempt
@@ -29,7 +29,8 @@ from inspectkit.training import train_attempt
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train defect-type classifiers (attempts 1-4) on pooled splits.")
-    parser.add_argument("--attempt", default="all", help="attempt number 1, 2, 3, 4, or all (default: all)")
+    parser.add_argument("--attempt", default="all",
+                        help="attempt 1, 2, 3 or 4, a comma list such as 3,4, or all (default: all)")
     add_data_args(parser)
     add_model_args(parser, arch_default="resnet18")
     parser.add_argument("--epochs", type=int, default=None,
@@ -46,9 +47,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     attempts = select_attempts(args.attempt)
+    if args.weights != "none":
+        build_model(args.arch, args.weights)  # unknown arch, missing, corrupt or mismatched weights: fail early
     check_arch(args.arch)
-    if args.weights not in ("imagenet", "none"):
-        load_state_dict_file(args.weights)  # a missing or corrupt file fails before any data work
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1 (got {args.epochs})")
     if args.image_size is not None and args.image_size < 32:

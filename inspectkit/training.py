@@ -136,25 +136,38 @@ def evaluate(model: Classifier, criterion: nn.Module, features: torch.Tensor, la
 
 
 @torch.no_grad()
-def predict(model: Classifier, images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Class probabilities (N, classes) for uint8 images, through the whole model; the path evaluate.py uses."""
+def predict(model: Classifier, images_uint8: torch.Tensor, device: torch.device, views: int = 1) -> torch.Tensor:
+    """Class probabilities (N, classes) for uint8 images, through the whole model; the path evaluate.py uses.
+
+    ``views`` > 1 averages the probabilities over the first ``views`` flips/rotations (test-time augmentation).
+    """
     model.eval()
-    return torch.cat([torch.softmax(model(images_uint8[i:i + EVAL_BATCH].to(device)), 1).cpu()
-                      for i in range(0, len(images_uint8), EVAL_BATCH)])
+    total = 0
+    for view in range(views):
+        oriented = torch.stack([augment_view(img, view, jitter=None) for img in images_uint8]) if view else images_uint8
+        total = total + torch.cat([torch.softmax(model(oriented[i:i + EVAL_BATCH].to(device)), 1).cpu()
+                                   for i in range(0, len(oriented), EVAL_BATCH)])
+    return total / views
 
 
 @dataclass
 class EarlyStopping:
-    """Keep the best model by validation macro-F1 (ties: lower validation loss); stop after ``patience`` bad epochs."""
+    """Keep the best model by validation macro-F1 (ties: lower validation loss); stop after ``patience`` bad epochs;
+    ``patience=None`` keeps the last epoch."""
 
     patience: int | None
+    start: int = 0
     best_key: tuple[float, float] = (-math.inf, -math.inf)
     best_epoch: int = -1
     best_state: dict = field(default_factory=dict)
     bad_epochs: int = 0
 
     def step(self, model: nn.Module, epoch: int, val_macro_f1: float, val_loss: float) -> bool:
-        """Record this epoch; True when training should stop."""
+        """Record this epoch; True when training should stop. Before epoch ``start`` the latest model is kept
+        without competing, so a lucky early score on a small validation set cannot end training."""
+        if epoch < self.start:
+            self.best_epoch, self.best_state = epoch, copy.deepcopy(model.state_dict())
+            return False
         key = (val_macro_f1, -val_loss)
         if self.patience is None or key > self.best_key:
             self.best_key, self.best_epoch, self.bad_epochs = key, epoch, 0
@@ -295,7 +308,7 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
         criterion = make_criterion(attempt, train_labels.tolist(), len(class_names)).to(device)
         val_criterion = nn.CrossEntropyLoss()
         generator = torch.Generator().manual_seed(split["seed"])
-        stopper = EarlyStopping(attempt.early_stopping_patience)
+        stopper = EarlyStopping(attempt.early_stopping_patience, attempt.early_stopping_start)
         curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "val_macro_f1": [],
                                           "lr_head": []}
         train_bank = bank[:, idx["train"]]
@@ -325,7 +338,7 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
         model.load_state_dict(stopper.best_state)
 
         start = time.perf_counter()
-        probs = predict(model, images[idx["test"]], device)
+        probs = predict(model, images[idx["test"]], device, attempt.test_time_views)
         test_pred = probs.argmax(1)
         test = classification_metrics(labels_all[idx["test"]].tolist(), test_pred.tolist(), class_names)
         timer.add("test", start)
@@ -396,7 +409,7 @@ def rescore_attempt(result: dict, category: Category, out: Path, device: torch.d
             raise UserError(f"test image {category.root / missing[0]} of {path} not found; pass the --data-root "
                             "and --category that train.py used")
         images = load_images(category, files, checkpoint["config"]["image_size"], cache, progress)
-        probs = predict(model, images, device)
+        probs = predict(model, images, device, checkpoint["config"].get("test_time_views", 1))
         y_true = [class_names.index(label_of[f]) for f in files]
         y_pred = probs.argmax(1).tolist()
         rescored.append({"files": files, "y_true": y_true, "y_pred": y_pred,

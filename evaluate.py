@@ -1,0 +1,186 @@
+"""Re-score the trained attempts from their checkpoints, compare them, and draw the best one's figures;
+or predict the defect type of every image in a folder.
+
+Examples:
+    python evaluate.py                                            # hazelnut under ./data or $MVTEC_ROOT
+    python evaluate.py --demo --out /tmp/demo-results             # after: python train.py --demo --out ...
+    python evaluate.py --category bottle --data-root ../shared/data/mvtec
+    python evaluate.py --attempt 3 --images path/to/folder --csv predictions.csv
+
+Writes <out>/evaluation.json and <out>/figures/classification_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import torch
+
+from inspectkit.attempts import select_attempts
+from inspectkit.cache import DecodeCache
+from inspectkit.cli import add_data_args, add_out_arg, data_root_of, resolve_category, run
+from inspectkit.data import IMAGE_SUFFIXES
+from inspectkit.errors import UserError
+from inspectkit.figures.training import confusion_matrix_figure, learning_curves_figure, misclassified_gallery
+from inspectkit.metrics import SUMMARY_METRICS, paired_differences, summarize_splits
+from inspectkit.models import resolve_device
+from inspectkit.results import ensure_writable_dir, provenance, read_json, write_json
+from inspectkit.training import (
+    checkpoint_path,
+    classifier_from_checkpoint,
+    load_checkpoint,
+    predict,
+    rescore_attempt,
+)
+
+GALLERY_SIZE = 160
+GALLERY_MAX = 24
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate the trained classification attempts, or predict a folder.")
+    parser.add_argument("--attempt", default="all",
+                        help="attempt to evaluate (1-4) or all (default: all); with --images, the one to use")
+    add_data_args(parser)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where to compute (default: auto = cuda, then mps, then cpu)")
+    parser.add_argument("--images", default=None,
+                        help="folder of images to classify with --attempt's checkpoint instead of evaluating")
+    parser.add_argument("--split", type=int, default=0,
+                        help="with --images: which split's checkpoint to use (default: 0)")
+    parser.add_argument("--csv", default=None, help="with --images: also write the predictions to this CSV file")
+    add_out_arg(parser)
+    return parser
+
+
+def _trained_results(out: Path, attempt_choice: str) -> list[dict]:
+    numbers = [a.number for a in select_attempts(attempt_choice)]
+    found = [read_json(out / f"attempt_{n}.json") for n in numbers if (out / f"attempt_{n}.json").is_file()]
+    if not found:
+        raise UserError(f"no trained attempts in {out} (no attempt_N.json); run first: python train.py "
+                        f"--attempt {attempt_choice} --out {out} (with your data flags)")
+    return found
+
+
+def predict_folder(args: argparse.Namespace) -> None:
+    attempts = select_attempts(args.attempt)
+    if len(attempts) != 1:
+        raise UserError("--images needs one attempt: pass --attempt 1, 2, 3 or 4")
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise UserError(f"--images {folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    path = checkpoint_path(Path(args.out), attempts[0].number, args.split)
+    if not path.is_file():
+        raise UserError(f"no checkpoint {path}; run first: python train.py --attempt {attempts[0].number} "
+                        f"--out {args.out} (with your data flags)")
+    checkpoint = load_checkpoint(path)
+    device = resolve_device(args.device)
+    model = classifier_from_checkpoint(checkpoint).to(device)
+    cache = DecodeCache()
+    try:
+        images = torch.stack([cache.image_tensor(f, checkpoint["config"]["image_size"]) for f in files])
+    except OSError as exc:
+        raise UserError(f"cannot decode an image in {folder} ({exc}); remove or fix it") from None
+    probs = predict(model, images, device, checkpoint["config"].get("test_time_views", 1))
+    names = checkpoint["class_names"]
+    rows = [{"file": str(f), "class": names[int(p.argmax())], "probability": round(float(p.max()), 4)}
+            for f, p in zip(files, probs, strict=True)]
+    for row in rows:
+        print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["file", "class", "probability"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def compare(results: list[dict]) -> dict:
+    """The comparison table, the best attempt by mean test macro-F1, and paired differences between attempts."""
+    table = [{"attempt": r["attempt"], "name": r["config"]["name"], "what_changed": r["config"]["what_changed"],
+              **{m: {k: r["test"][m][k] for k in ("mean", "std")} for m in SUMMARY_METRICS},
+              "per_class_recall": {c: {k: v[k] for k in ("mean", "std")}
+                                   for c, v in r["test"]["per_class_recall"].items()},
+              "wall_s": r["timing"]["wall_s"], "epochs": r["config"]["epochs"],
+              "image_size": r["config"]["image_size"]} for r in results]
+    best = max(results, key=lambda r: (r["test"]["macro_f1"]["mean"], -r["test"]["macro_f1"]["std"]))
+    differences = []
+    for i, a in enumerate(results):
+        for b in results[i + 1:]:
+            differences.append({"a": a["attempt"], "b": b["attempt"], **{
+                m: paired_differences(a["test"][m]["values"], b["test"][m]["values"]) for m in SUMMARY_METRICS}})
+    return {"table": table,
+            "best_attempt": best["attempt"],
+            "best": {"attempt": best["attempt"], "name": best["config"]["name"],
+                     "macro_f1": {k: best["test"]["macro_f1"][k] for k in ("mean", "std")},
+                     "rule": "highest mean test macro-F1 over splits (ties: lower std)"},
+            "differences": differences,
+            "differences_note": "b minus a per split on the same splits; mean and sample std of the differences"}
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.images is not None:
+        predict_folder(args)
+        return
+    out = Path(args.out)
+    results = _trained_results(out, args.attempt)
+    category = resolve_category(args)
+    if category.name != results[0]["category"]:
+        raise UserError(f"the attempts in {out} were trained on '{results[0]['category']}', not "
+                        f"'{category.name}'; pass --category {results[0]['category']}")
+    ensure_writable_dir(out)
+    device = resolve_device(args.device)
+    cache = DecodeCache()
+
+    reproduction, rescored_by_attempt = [], {}
+    for result in results:
+        rescored = rescore_attempt(result, category, out, device, cache)
+        rescored_by_attempt[result["attempt"]] = rescored
+        summary = summarize_splits([s["metrics"] for s in rescored], result["class_names"])
+        gaps = {m: max(abs(a - b) for a, b in zip(summary[m]["values"], result["test"][m]["values"], strict=True))
+                for m in SUMMARY_METRICS}
+        reproduction.append({"attempt": result["attempt"], "max_abs_difference": gaps,
+                             "equal": all(g <= 1e-9 for g in gaps.values()),
+                             "macro_f1": {k: summary["macro_f1"][k] for k in ("mean", "std")}})
+
+    comparison = compare(results)
+    best = next(r for r in results if r["attempt"] == comparison["best"]["attempt"])
+    figures = draw_figures(best, rescored_by_attempt[best["attempt"]], category, cache, out / "figures")
+    evaluation = {"category": category.name, "class_names": category.class_names, **comparison,
+                  "reproduction": reproduction, "figures": [p.relative_to(out).as_posix() for p in figures],
+                  "provenance": provenance(seed=best["provenance"]["seed"], weights=best["config"]["weights"],
+                                           data_root=data_root_of(category), demo=category.demo)}
+    path = write_json(out / "evaluation.json", evaluation)
+    for row in comparison["table"]:
+        print(f"attempt {row['attempt']} ({row['name']}): macro-F1 {row['macro_f1']['mean']:.3f} ± "
+              f"{row['macro_f1']['std']:.3f}, accuracy {row['accuracy']['mean']:.3f}")
+    print(f"best: attempt {comparison['best']['attempt']}; reproduced from checkpoints: "
+          f"{all(r['equal'] for r in reproduction)} -> {path}")
+
+
+def draw_figures(best: dict, rescored: list[dict], category, cache: DecodeCache, folder: Path) -> list[Path]:
+    name = f"attempt {best['attempt']} ({best['config']['name']})"
+    matrix = summarize_splits([s["metrics"] for s in rescored], best["class_names"])["confusion_matrix_sum"]
+    paths = [confusion_matrix_figure(matrix, best["class_names"],
+                                     f"{category.name}, {name}: test confusion matrix, {len(rescored)} splits summed",
+                                     folder / "classification_confusion_matrix.png"),
+             learning_curves_figure(best["splits"], f"{category.name}, {name}: learning curves",
+                                    folder / "classification_learning_curves.png")]
+    images, captions = [], []
+    for k, split in enumerate(rescored):
+        for file, t, p, prob in zip(split["files"], split["y_true"], split["y_pred"], split["prob"], strict=True):
+            if t != p and len(images) < GALLERY_MAX:
+                images.append(cache.image(category.root / file, GALLERY_SIZE))
+                captions.append(f"split {k}: {Path(file).name}\ntrue {best['class_names'][t]}\n"
+                                f"pred {best['class_names'][p]} ({prob:.2f})")
+    paths.append(misclassified_gallery(images, captions, f"{category.name}, {name}: misclassified test images "
+                                                         f"(all splits)", folder / "classification_misclassified.png"))
+    return paths
+
+
+if __name__ == "__main__":
+    run(main, get_args_parser())
