@@ -5,6 +5,7 @@ anomaly maps, and saving / loading the fitted detector as one plain file.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from .coreset import DEFAULT_PROJECTION_DIM, DEFAULT_SAMPLER, make_sampler
+from .cpu import one_thread
 from .features import DEFAULT_STRIDE, PatchFeatureExtractor, build_extractor, default_layers, extractor_from_state
 from .knn import NearestNeighbourScorer
 from .maps import DEFAULT_SIGMA, anomaly_maps, image_scores
@@ -67,11 +69,27 @@ class PatchCore:
         return cls(extractor, config, weights_info, device)
 
     def extract(self, images: torch.Tensor, desc: str = "features", progress: bool = True) -> torch.Tensor:
-        """(N, 3, S, S) uint8 -> (N, C, h, w) float32 patch features on the CPU, in batches."""
-        batches = []
-        size = self.config.batch_size
-        for start in tqdm(range(0, len(images), size), desc=desc, unit="batch", disable=not progress, leave=False):
-            batches.append(self.extractor(images[start:start + size]).cpu())
+        """(N, 3, S, S) uint8 -> (N, C, h, w) float32 patch features on the CPU, in batches.
+
+        On a multi-core CPU, whole batches run side by side, one single-threaded forward pass per core: unlike
+        torch's intra-op threads, no core waits at every layer for a core that another program is using.
+        """
+        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        size = min(self.config.batch_size, max(1, -(-len(images) // (2 * workers))))  # >= 2 batches per worker
+        starts = range(0, len(images), size)
+        bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
+
+        def forward(start: int) -> torch.Tensor:
+            features = self.extractor(images[start:start + size]).cpu()
+            bar.update(len(features))
+            return features
+
+        if workers <= 1:
+            batches = [forward(start) for start in starts]
+        else:
+            with one_thread(), ThreadPoolExecutor(max_workers=workers) as pool:
+                batches = list(pool.map(forward, starts))
+        bar.close()
         return torch.cat(batches)
 
     def fit_features(self, features: torch.Tensor, progress: bool = True) -> PatchCore:
