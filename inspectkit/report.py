@@ -174,6 +174,7 @@ def stats_context(stats: dict) -> dict:
     defect_rows = rows[1:]
     defect_total = sum(r["total"] for r in defect_rows)
     rarest = min(defect_rows, key=lambda r: r["total"]) if defect_rows else None
+    rarest_names = [r["name"] for r in defect_rows if rarest and r["total"] == rarest["total"]]
     sizes = stats["image_sizes"]
     return {
         "category": stats["category"],
@@ -188,6 +189,7 @@ def stats_context(stats: dict) -> dict:
         "defect_total": defect_total,
         "good_share": good_total / (good_total + defect_total) if good_total + defect_total else 0.0,
         "rarest": rarest,
+        "rarest_names": rarest_names,  # several when defect classes tie for the smallest count
         "head_to_tail": good_total / rarest["total"] if rarest and rarest["total"] else None,
         "problems": len(stats.get("problems") or []),
     }
@@ -313,7 +315,7 @@ def long_tail_context(q1: dict | None, attempt3: dict, attempt4: dict) -> dict:
         rows.append({"name": cls, "total": totals.get(cls), "before": before, "after": after,
                      "delta": after - before})
     diff = paired_difference(attempt3, attempt4)
-    rarest = rows[0] if rows else None
+    rarest = rows[0] if rows and (len(rows) == 1 or rows[0]["total"] != rows[1]["total"]) else None
     config = attempt4["config"]
     return {
         "rows": rows,
