@@ -81,9 +81,9 @@ def find_category(results_dir: Path, category: str | None) -> str:
                     "choose one with --category")
 
 
-def _command(script: str, inputs: Inputs, *extra: str) -> str:
+def _command(script: str, inputs: Inputs, *extra: str, out_flag: str = "--out") -> str:
     data = ["--demo"] if inputs.demo else ["--category", inputs.category, "--data-root", inputs.data_root or "DATA"]
-    argv = ["python", script, *extra, *data, "--out", str(inputs.results_dir)]
+    argv = ["python", script, *extra, *data, out_flag, str(inputs.results_dir)]
     return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -114,7 +114,7 @@ def collect_inputs(results_dir: str | os.PathLike, category: str | None = None) 
     commands = {"stats": _command("stats.py", inputs),
                 "evaluation": _command("evaluate.py", inputs),
                 "anomaly": _command("anomaly.py", inputs),
-                "export": _command("export_labels.py", inputs)}
+                "export": _command("export_labels.py", inputs, out_flag="--results")}  # its --out: the dataset
     for key, command in commands.items():
         if key not in found:
             inputs.missing[key] = command

@@ -185,6 +185,7 @@ def test_count_words():
 def test_missing_results_exit_2_with_commands(tmp_path, capsys):
     folder = make_results(tmp_path, seed=5)
     (folder / "anomaly_bottle.json").unlink()
+    (folder / "export_bottle.json").unlink()
     for n in report.ATTEMPTS:
         (folder / f"attempt_{n}.json").unlink()
     with pytest.raises(SystemExit) as exc:
@@ -194,6 +195,7 @@ def test_missing_results_exit_2_with_commands(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
     assert f"python anomaly.py --demo --out {folder}" in err
     assert f"python train.py --attempt all --demo --out {folder}" in err
+    assert f"python export_labels.py --demo --results {folder}" in err  # its --out is the exported dataset
     assert not (folder / "report.pdf").exists()
 
 
