@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from . import plt, save_figure
@@ -37,6 +38,8 @@ def learning_curves_figure(splits: Sequence[dict], title: str, path: str | os.Pa
     ax_f1.set(xlabel="epoch", ylabel="validation macro-F1", title="validation macro-F1 (faint line: kept epoch)",
               ylim=(0, 1.02))
     ax_f1.legend(fontsize=7, loc="lower right")
+    for ax in (ax_loss, ax_f1):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
