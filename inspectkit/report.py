@@ -325,11 +325,8 @@ def long_tail_context(q1: dict | None, attempt3: dict, attempt4: dict) -> dict:
         "num_down": sum(r["delta"] < 0 for r in rows),
         "macro_f1_diff": diff,
         "macro_f1_verdict": verdict(diff),
-        "loss": _short(config.get("loss")),
         "tau": config["logit_adjust_tau"],
         "balanced_sampling": config["balanced_sampling"],
-        "a3": attempt3,
-        "a4": attempt4,
     }
 
 
