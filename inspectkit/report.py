@@ -291,7 +291,6 @@ def attempts_context(attempts: list[dict], evaluation: dict) -> dict:
         "baseline": baseline,
         "runner_up": runner_up,
         "over_baseline": over_baseline,
-        "over_baseline_verdict": verdict(over_baseline) if over_baseline else None,
         "margin": margin,
         "clear_winner": bool(margin and verdict(margin) == "improved"),
         "helpful_steps": [s for s in steps if s["verdict"] == "improved" and s["to"]["number"] <= best["number"]],
