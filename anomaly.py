@@ -77,6 +77,7 @@ def main(args: argparse.Namespace) -> dict:
     config = check_args(args)
     timings: dict[str, float] = {}
     category = resolve_category(args)
+    timings["category"] = time.perf_counter() - start  # finding and validating the files (cached between runs)
     test = check_test_set(category)
     train = category.split_samples("train")
     out = ensure_writable_dir(args.out)
@@ -137,8 +138,8 @@ def main(args: argparse.Namespace) -> dict:
         notes.append(f"{int((~has_masks).sum())} defective test image(s) without a mask are left out of the pixel "
                      "metrics")
     notes.append(f"timings: decode was {'cold' if decoded_now else 'warm'} ({decoded_now} files decoded now, the "
-                 "rest read from the decode cache); total_s covers loading, decode, model, features, coreset, "
-                 "scoring and metrics, not the baseline or figures")
+                 "rest read from the decode cache); total_s covers category (finding and validating the files), model, "
+                 "decode, features, coreset, scoring and metrics, not the baseline or figures, nor Python's start")
     result = {
         "category": category.name,
         "class_names": category.class_names,
