@@ -267,6 +267,16 @@ def best_attempt(attempts: list[dict]) -> dict:
     return max(attempts, key=lambda a: (a["macro_f1"]["mean"], -a["macro_f1"]["std"]))
 
 
+def top_error(attempt: dict) -> dict | None:
+    """The largest off-diagonal cell of an attempt's summed confusion matrix, or None without errors."""
+    names, matrix = attempt["class_names"], attempt["confusion"]
+    cells = [(matrix[i][j], i, j) for i in range(len(names)) for j in range(len(names)) if i != j]
+    count, i, j = max(cells, default=(0, 0, 0))
+    if count == 0:
+        return None
+    return {"true": names[i], "pred": names[j], "count": count, "of": sum(matrix[i])}
+
+
 def attempts_context(attempts: list[dict], evaluation: dict) -> dict:
     """Q2: the table, each step's measured effect, the best attempt and the steps that got it there."""
     steps = []
@@ -293,6 +303,8 @@ def attempts_context(attempts: list[dict], evaluation: dict) -> dict:
         "over_baseline": over_baseline,
         "margin": margin,
         "clear_winner": bool(margin and verdict(margin) == "improved"),
+        "over_baseline_clear": bool(over_baseline and verdict(over_baseline) == "improved"),
+        "top_error": top_error(best),
         "helpful_steps": [s for s in steps if s["verdict"] == "improved" and s["to"]["number"] <= best["number"]],
         "largest_step": largest,
         "reproduced": bool(reproduction) and all(r["equal"] for r in reproduction),
@@ -468,7 +480,7 @@ def _environment():
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
                              autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, lstrip_blocks=True)
     env.filters.update(fmt=_fmt, pm=_pm, pct=_pct, signed=_signed, join_and=_join)
     return env
 

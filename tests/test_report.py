@@ -150,8 +150,9 @@ def test_best_attempt_is_computed(tmp_path):
     _build(folder)
     html = " ".join((folder / "report.html").read_text().split())
     assert f"best attempt is <strong>2, {ATTEMPTS[2].name}</strong>" in html
-    assert "Attempt 2 improved macro-F1 relative to attempt 1" in html
-    assert "Attempt 3 worsened macro-F1 relative to attempt 2" in html
+    assert "attempt 2 improved (+" in html
+    assert "attempt 3 worsened (−" in html
+    assert "It clearly beats the baseline" in html
 
 
 def test_demo_and_random_init_are_stated(built):
