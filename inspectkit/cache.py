@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,9 @@ def cache_root() -> Path:
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
+# np.load parses the .npy header with ast.literal_eval, which CPython 3.11 does not make safe across threads
+# (python/cpython#106905: "AST constructor recursion depth mismatch"); readers may run in a thread pool.
+_NPY_LOAD_LOCK = threading.Lock()
 
 
 def content_hash(path: str | os.PathLike) -> str:
@@ -57,7 +61,8 @@ class DecodeCache:
         array = None
         if self.disk and file.exists():
             try:
-                array = np.load(file)
+                with _NPY_LOAD_LOCK:
+                    array = np.load(file)
             except (OSError, ValueError):
                 array = None  # a damaged cache entry is rebuilt below
         if array is None:
