@@ -13,6 +13,30 @@ from pathlib import Path
 from .data import DATA_ROOT_ENV, DEFAULT_CATEGORY, DEFAULT_DATA_ROOT, Category, load_category
 from .errors import UserError
 
+DEFAULT_OUT = "results"
+DEMO_OUT = "results/demo"
+
+
+class _DefaultOut(str):
+    """The default of ``--out``: a plain string whose type tells that the user gave no ``--out``."""
+
+
+_OUT_NOT_GIVEN = _DefaultOut(DEFAULT_OUT)
+
+
+class _DemoAction(argparse.Action):
+    """``--demo``: set the flag and, unless ``--out`` was given, write under results/demo/ so that demo runs
+    never overwrite the real results in results/."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        if isinstance(getattr(namespace, "out", None), _DefaultOut):
+            namespace.out = DEMO_OUT
+
+
 WEIGHTS_HELP = ("imagenet (torchvision's weights API; needs internet or its cache), none (random init), "
                 "or PATH to a state_dict file for --arch, e.g. ../shared/weights/mobilenet_v2-qnnpack_dequant-"
                 "e48290fe.pth")
@@ -27,8 +51,9 @@ def add_data_args(parser: argparse.ArgumentParser, category_default: str | None 
     group.add_argument("--data-root", default=None,
                        help=f"folder holding category folders, or one category folder (default: ${DATA_ROOT_ENV}, "
                             f"else ./{DEFAULT_DATA_ROOT})")
-    group.add_argument("--demo", action="store_true",
-                       help="use a small synthetic category generated into the cache (no download needed)")
+    group.add_argument("--demo", action=_DemoAction,
+                       help="use a small synthetic category generated into the cache (no download needed); "
+                            f"results go to {DEMO_OUT}/ unless --out is given")
 
 
 def add_model_args(parser: argparse.ArgumentParser, arch_default: str) -> None:
@@ -41,7 +66,8 @@ def add_model_args(parser: argparse.ArgumentParser, arch_default: str) -> None:
 
 
 def add_out_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="results", help="folder for JSON results and figures (default: results)")
+    parser.add_argument("--out", default=_OUT_NOT_GIVEN,
+                        help=f"folder for JSON results and figures (default: {DEFAULT_OUT}, or {DEMO_OUT} with --demo)")
 
 
 def resolve_category(args: argparse.Namespace, *, validate: bool = True, progress: bool = True) -> Category:
