@@ -25,8 +25,12 @@ DATA_ROOT_ENV = "MVTEC_ROOT"
 DEFAULT_DATA_ROOT = Path("data")
 DEFAULT_CATEGORY = "hazelnut"
 GOOD = "good"
-HOW_TO_GET_DATA = ("get it with --download, point --data-root (or MVTEC_ROOT) at your copy, "
-                   "or try the toolkit on synthetic data with --demo")
+
+
+def how_to_get_data(category: str | None) -> str:
+    """The hint every 'no data' message ends with."""
+    return (f"get it with `python stats.py --category {category or DEFAULT_CATEGORY} --download`, point "
+            f"--data-root (or ${DATA_ROOT_ENV}) at your copy, or try the toolkit on synthetic data with --demo")
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,10 @@ def list_categories(root: Path) -> list[str]:
 def locate_category(root: Path, category: str | None) -> tuple[str, Path]:
     """Resolve ``(name, folder)`` for ``category`` under ``root``; ``root`` may be the category folder itself."""
     if not root.exists():
-        raise UserError(f"data root {root} does not exist (looked at --data-root, then ${DATA_ROOT_ENV}, "
-                        f"then ./{DEFAULT_DATA_ROOT}); {HOW_TO_GET_DATA}")
+        raise UserError(f"data root '{root}' does not exist (looked at --data-root, then ${DATA_ROOT_ENV}, "
+                        f"then ./{DEFAULT_DATA_ROOT}); {how_to_get_data(category)}")
     if not root.is_dir():
-        raise UserError(f"data root {root} is not a folder; {HOW_TO_GET_DATA}")
+        raise UserError(f"data root {root} is not a folder; {how_to_get_data(category)}")
     if _is_category_dir(root):
         if category and category != root.name:
             raise UserError(f"--data-root {root} is the category folder '{root.name}', but --category is "
@@ -129,7 +133,7 @@ def locate_category(root: Path, category: str | None) -> tuple[str, Path]:
     where = f"{root / name}"
     if found:
         raise UserError(f"unknown category '{name}': no folder {where}; categories under {root}: {', '.join(found)}")
-    raise UserError(f"no MVTec category '{name}' at {where}; {HOW_TO_GET_DATA}")
+    raise UserError(f"no MVTec category '{name}' at {where}; {how_to_get_data(name)}")
 
 
 def _is_image(path: Path) -> bool:

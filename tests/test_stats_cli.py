@@ -124,7 +124,7 @@ def test_script_without_data_exits_2_and_says_how_to_get_it(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "stats.py"), "--category", "hazelnut"], cwd=tmp_path,
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
-    assert "data/hazelnut" in proc.stderr or "data root data does not exist" in proc.stderr
+    assert "data root 'data' does not exist" in proc.stderr and "stats.py --category hazelnut --download" in proc.stderr
     assert "--download" in proc.stderr and "--demo" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").glob("*.json"))
