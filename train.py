@@ -47,9 +47,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     attempts = select_attempts(args.attempt)
-    if args.weights != "none":
-        build_model(args.arch, args.weights)  # unknown arch, missing, corrupt or mismatched weights: fail early
     check_arch(args.arch)
+    if args.weights not in ("imagenet", "none"):
+        build_model(args.arch, args.weights)  # a missing, corrupt or mismatched weights file fails before data work
+    if args.splits < 1:
+        raise UserError(f"--splits must be at least 1 (got {args.splits})")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1 (got {args.epochs})")
     if args.image_size is not None and args.image_size < 32:

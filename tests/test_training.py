@@ -178,8 +178,8 @@ def test_short_run_from_random_init_beats_chance_on_an_easy_set(tmp_path):
                   defects=("hole", "stain"), seed=1)
     category = load_category(tmp_path, "easy", progress=False)
     manifest = make_splits(category, n_splits=2, seed=0)
-    attempt = replace(ATTEMPTS[2], image_size=48, train_levels=99, epochs=12, augmented_views=4,
-                      early_stopping_patience=None, lr_backbone=2e-3, lr_head=2e-3)
+    attempt = replace(ATTEMPTS[2], image_size=48, train_levels=99, epochs=12, batch_size=8, augmented_views=8,
+                      early_stopping_patience=None, lr_backbone=1e-3, lr_head=1e-3)
     torch.manual_seed(0)
     result = train_attempt(attempt, category, manifest, arch="resnet18", weights="none",
                            device=torch.device("cpu"), out=tmp_path / "out", cache=DecodeCache(disk=False),
