@@ -66,11 +66,13 @@ ATTEMPTS: dict[int, Attempt] = {
         augmented_views=8, early_stopping_patience=6),
     3: Attempt(
         number=3, name="New head, 320 px, layer-wise learning rates",
-        what_changed="on top of 2: a new head (dropout, 256-unit hidden layer), 320 px input, and a backbone "
-                     "learning rate 5x lower than the head's",
+        what_changed="on top of 2: a new head (dropout, 256-unit hidden layer), 320 px input, a backbone "
+                     "learning rate 5x lower than the head's; no early stop before epoch 8; test predictions "
+                     "averaged over the 8 flips and rotations",
         image_size=320, epochs=20, batch_size=16, optimizer="adamw", lr_head=1e-3, lr_backbone=2e-4,
         weight_decay=1e-4, schedule="cosine", train_levels=1, head="mlp", head_hidden=256, head_dropout=0.3,
-        augmentation=AUGMENTATION, augmented_views=8, early_stopping_patience=6),
+        augmentation=AUGMENTATION, augmented_views=8, early_stopping_patience=6, early_stopping_start=8,
+        test_time_views=8),
 }
 ATTEMPTS[4] = replace(
     ATTEMPTS[3], number=4, name="Logit-adjusted loss",
