@@ -14,13 +14,11 @@ Exit codes: 2 for bad input or missing results (the message lists the command th
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from inspectkit.cli import run
 from inspectkit.report import (
     MAX_PAGES,
-    PageBudgetError,
     build_context,
     collect_inputs,
     readme_results,
@@ -82,8 +80,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        run(main, get_args_parser())
-    except PageBudgetError as exc:
-        print(f"build_report.py: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main, get_args_parser())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from inspectkit.cli import add_data_args, add_out_arg, run
 from inspectkit.errors import UserError
-from inspectkit.report import PageBudgetError, collect_inputs
+from inspectkit.report import collect_inputs
 from inspectkit.results import ensure_writable_dir
 from inspectkit.synthetic import DEMO_CATEGORY
 
@@ -146,8 +146,9 @@ def main(args: argparse.Namespace) -> dict:
         sys.argv = [f"{STEPS[step]}.py", *argv]  # so each result's provenance records the step's own command
         try:
             result = module.main(step_args)
-        except UserError as exc:
-            raise UserError(f"step {step} failed: {exc}") from None
+        except UserError as exc:  # keep its type, so its exit code (2, or 1 for the page budget) survives
+            exc.args = (f"step {step} failed: {exc}",)
+            raise
         finally:
             sys.argv = saved_argv
         timings[step] = time.perf_counter() - t0
@@ -166,8 +167,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        run(main, get_args_parser())
-    except PageBudgetError as exc:
-        print(f"run_all.py: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main, get_args_parser())

@@ -92,13 +92,14 @@ def data_root_of(category: Category) -> Path:
 
 def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
-    """Parse ``argv`` and call ``main``; bad input exits 2 with one line, Ctrl-C exits 130."""
+    """Parse ``argv`` and call ``main``; a UserError exits with its code (2 for bad input) and one line,
+    Ctrl-C exits 130."""
     args = parser.parse_args(argv)
     try:
         main(args)
     except UserError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         sys.exit(130)

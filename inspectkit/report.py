@@ -593,8 +593,10 @@ def overflowing_section(document) -> str:
     return SECTION_TITLES[last]
 
 
-class PageBudgetError(Exception):
-    """The report does not fit MAX_PAGES pages even with the smallest figures; build_report.py exits 1 on it."""
+class PageBudgetError(UserError):
+    """The report does not fit MAX_PAGES pages even with the smallest figures; the scripts exit 1 on it."""
+
+    exit_code = 1
 
 
 def render_report(context: dict, base_url: str | os.PathLike) -> Rendered:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_script
 from PIL import Image
 
 import export_labels
-from inspectkit.cli import run
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
@@ -21,13 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.
 
 def _run(argv, capsys):
     """Run export_labels.py in-process like the shell would; return (exit code, stdout, stderr)."""
-    try:
-        run(export_labels.main, export_labels.get_args_parser(), [*argv, "--no-progress"])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_script(export_labels, [*argv, "--no-progress"], capsys)
 
 
 def _args(root: Path, tmp_path: Path, *extra: str) -> list[str]:

@@ -10,22 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_script
 
 import stats
-from inspectkit.cli import run
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(argv, capsys):
     """Run stats.py in-process like the shell would; return (exit code, stdout, stderr)."""
-    try:
-        run(stats.main, stats.get_args_parser(), argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_script(stats, argv, capsys)
 
 
 def test_json_has_the_agreed_keys_and_numbers(synthetic_root, tmp_path, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from helpers import run_script
 
 import evaluate
 import train
@@ -23,13 +24,7 @@ FAST = ["--image-size", "64", "--epochs", "1", "--splits", "2", "--arch", "mobil
 
 def _run(script, argv, capsys):
     """Run a script in-process like the shell would; return (exit code, stdout, stderr)."""
-    try:
-        run(script.main, script.get_args_parser(), argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_script(script, argv, capsys)
 
 
 @pytest.fixture(scope="module")

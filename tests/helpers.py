@@ -1,0 +1,16 @@
+"""Helpers shared by the script tests (imported by them; not a test module)."""
+
+from __future__ import annotations
+
+from inspectkit.cli import run
+
+
+def run_script(script, argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run a root script's ``main`` in-process exactly as its ``__main__`` does; return (exit code, stdout, stderr)."""
+    try:
+        run(script.main, script.get_args_parser(), argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
