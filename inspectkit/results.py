@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -72,8 +73,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
 def git_commit() -> str:
-    """The checkout's HEAD commit, with '+dirty' when tracked files differ; 'unknown' outside git."""
+    """The checkout's HEAD commit, with '+dirty' when tracked files differ; 'unknown' outside git.
+
+    Read once per process (at the first result written), so a long run records the code it started with.
+    """
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, check=True, timeout=10).stdout.strip()
