@@ -32,8 +32,8 @@ STEPS = {"stats": "stats", "train": "train", "evaluate": "evaluate", "anomaly": 
 # Short settings for --demo: small, procedural data; the point is a complete PDF in minutes, not good numbers.
 DEMO_ARCH = "resnet18"
 DEMO_FLAGS = {
-    "train": ["--epochs", "2", "--splits", "2", "--image-size", "64"],
-    "anomaly": ["--image-size", "64", "--coreset-ratio", "0.1"],
+    "train": ["--epochs", "30", "--splits", "2", "--image-size", "96"],
+    "anomaly": ["--image-size", "128", "--coreset-ratio", "0.1"],
 }
 
 
