@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from inspectkit.cli import add_data_args, data_root_of, resolve_category, run
+from inspectkit.cli import RESULTS_DEFAULT, add_data_args, data_root_of, resolve_category, run
 from inspectkit.errors import UserError
 from inspectkit.export import (
     FORMATS,
@@ -50,9 +50,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="folder for the exported dataset, outside the data (default: exports/<category>)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing export in --out (only folders an earlier export wrote)")
-    parser.add_argument("--results", default="results",
+    parser.add_argument("--results", default=RESULTS_DEFAULT,
                         help="folder for export_<category>.json, and where splits_<category>.json is looked for "
-                             "(default: results)")
+                             "(default: results, or results/demo with --demo)")
     parser.add_argument("--splits", default=None,
                         help="split manifest to take split 0 from (default: <results>/splits_<category>.json if "
                              "it exists, else a new seeded split saved in --out)")

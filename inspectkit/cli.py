@@ -22,6 +22,7 @@ class _DefaultOut(str):
 
 
 _OUT_NOT_GIVEN = _DefaultOut(DEFAULT_OUT)
+RESULTS_DEFAULT = _OUT_NOT_GIVEN  # for other flags naming the results folder: also redirected by --demo
 
 
 class _DemoAction(argparse.Action):
@@ -33,8 +34,9 @@ class _DemoAction(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, True)
-        if isinstance(getattr(namespace, "out", None), _DefaultOut):
-            namespace.out = DEMO_OUT
+        for name, value in vars(namespace).items():  # --out, and export_labels.py's --results
+            if isinstance(value, _DefaultOut):
+                setattr(namespace, name, DEMO_OUT)
 
 
 WEIGHTS_HELP = ("imagenet (torchvision's weights API; needs internet or its cache), none (random init), "
