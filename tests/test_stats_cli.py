@@ -122,12 +122,3 @@ def test_script_without_data_exits_2_and_says_how_to_get_it(tmp_path):
     assert "--download" in proc.stderr and "--demo" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").glob("*.json"))
-
-
-def test_demo_also_redirects_export_results():
-    import export_labels
-
-    parser = export_labels.get_args_parser()
-    assert parser.parse_args([]).results == "results"
-    assert parser.parse_args(["--demo"]).results == "results/demo"
-    assert parser.parse_args(["--demo", "--results", "r"]).results == "r"
