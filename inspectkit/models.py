@@ -37,21 +37,25 @@ def describe_weights(spec: str) -> dict:
     return {"spec": "file", "file": str(path), "sha256": sha256_file(path), "pretrained": True}
 
 
-def load_state_dict_file(path: str | Path) -> dict:
-    """Read a state dict saved with ``torch.save``; a UserError for a missing or unreadable file."""
+def load_torch_file(path: str | Path, kind: str, missing_hint: str, unreadable_hint: str) -> object:
+    """``torch.load`` a file with ``weights_only=True``; a UserError naming ``kind`` if it is missing or unreadable."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"weights file {path} not found; pass --weights PATH to a state_dict file, "
-                        "--weights imagenet, or --weights none")
+        raise UserError(f"{kind} file {path} not found; {missing_hint}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise UserError(f"cannot read weights file {path} ({exc.__class__.__name__}); is it a torch.save'd "
-                        "state_dict?") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise UserError(f"cannot read {kind} file {path} ({exc.__class__.__name__}); {unreadable_hint}") from None
+
+
+def load_state_dict_file(path: str | Path) -> dict:
+    """Read a state dict saved with ``torch.save``; a UserError for a missing or unreadable file."""
+    state = load_torch_file(path, "weights", "pass --weights PATH to a state_dict file, --weights imagenet, "
+                            "or --weights none", "is it a torch.save'd state_dict?")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"weights file {path} does not hold a state_dict of tensors")
+        raise UserError(f"weights file {Path(path).expanduser()} does not hold a state_dict of tensors")
     return state
 
 

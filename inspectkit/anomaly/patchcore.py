@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..models import load_torch_file
 from .coreset import DEFAULT_PROJECTION_DIM, DEFAULT_SAMPLER, make_sampler
 from .cpu import one_thread
 from .features import DEFAULT_STRIDE, PatchFeatureExtractor, build_extractor, default_layers, extractor_from_state
@@ -145,14 +146,8 @@ class PatchCore:
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> PatchCore:
         """Read a file written by ``save``; a UserError if it is missing or not such a file."""
         path = Path(path).expanduser()
-        if not path.is_file():
-            raise UserError(f"detector file {path} not found; fit one with python anomaly.py (it is saved under "
-                            "<out>/detectors/) and pass that file to --load")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a damaged or foreign file
-            raise UserError(f"cannot read detector file {path} ({exc.__class__.__name__}); pass a file written "
-                            "by anomaly.py") from None
+        state = load_torch_file(path, "detector", "fit one with python anomaly.py (it is saved under "
+                                "<out>/detectors/) and pass that file to --load", "pass a file written by anomaly.py")
         if not isinstance(state, dict) or state.get("format") != FILE_FORMAT:
             raise UserError(f"{path} is not an inspectkit PatchCore detector file; pass a file written by anomaly.py")
         if state.get("version") != FILE_VERSION:
