@@ -73,11 +73,6 @@ class PatchFeatureExtractor(nn.Module):
     def _device(self) -> torch.device:
         return next(self.body.parameters()).device
 
-    def feature_dim(self, image_size: int = 64) -> int:
-        """Channels per patch (one dummy forward pass)."""
-        probe = torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8)
-        return int(self(probe).shape[1])
-
 
 def build_extractor(arch: str, weights: str, layers: Iterable[str] | None = None,
                     stride: int = DEFAULT_STRIDE) -> tuple[PatchFeatureExtractor, dict]:
