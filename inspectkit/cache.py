@@ -22,6 +22,8 @@ def cache_root() -> Path:
     return Path(base) / "inspectkit"
 
 
+Size = int | tuple[int, int]  # an int is a square side; a tuple is (height, width)
+
 _HASHES: dict[tuple[str, int, int], str] = {}
 # np.load parses the .npy header with ast.literal_eval, which CPython 3.11 does not make safe across threads
 # (python/cpython#106905: "AST constructor recursion depth mismatch"); readers may run in a thread pool.
@@ -50,14 +52,16 @@ class DecodeCache:
     def __init__(self, folder: str | os.PathLike | None = None, disk: bool = True) -> None:
         self.folder = Path(folder) if folder is not None else cache_root() / "decoded"
         self.disk = disk
-        self._memory: dict[tuple[str, int, str], np.ndarray] = {}
+        self._memory: dict[tuple[str, tuple[int, int], str], np.ndarray] = {}
         self.decoded = 0  # how many files were actually decoded (not served from a cache)
 
-    def _load(self, path: Path, size: int, kind: str) -> np.ndarray:
-        key = (content_hash(path), size, kind)
+    def _load(self, path: Path, size: Size, kind: str) -> np.ndarray:
+        height, width = _height_width(size)
+        key = (content_hash(path), (height, width), kind)
         if key in self._memory:
             return self._memory[key]
-        file = self.folder / f"{key[0][:32]}_{size}_{kind}.npy"
+        label = str(height) if height == width else f"{height}x{width}"  # square keeps its old file name
+        file = self.folder / f"{key[0][:32]}_{label}_{kind}.npy"
         array = None
         if self.disk and file.exists():
             try:
@@ -66,7 +70,7 @@ class DecodeCache:
             except (OSError, ValueError):
                 array = None  # a damaged cache entry is rebuilt below
         if array is None:
-            array = _decode_resized(path, size, kind)
+            array = _decode_resized(path, (height, width), kind)
             self.decoded += 1
             if self.disk:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -76,24 +80,32 @@ class DecodeCache:
         self._memory[key] = array
         return array
 
-    def image(self, path: str | os.PathLike, size: int) -> np.ndarray:
-        """RGB uint8 array of shape (size, size, 3)."""
+    def image(self, path: str | os.PathLike, size: Size) -> np.ndarray:
+        """RGB uint8 array of shape (size, size, 3), or (height, width, 3) when ``size`` is (height, width)."""
         return self._load(Path(path), size, "rgb")
 
-    def mask(self, path: str | os.PathLike | None, size: int) -> np.ndarray:
-        """Boolean mask of shape (size, size); all False when ``path`` is None (a good image)."""
+    def mask(self, path: str | os.PathLike | None, size: Size) -> np.ndarray:
+        """Boolean mask of shape (size, size) or (height, width); all False when ``path`` is None (a good image)."""
         if path is None:
-            return np.zeros((size, size), dtype=bool)
+            return np.zeros(_height_width(size), dtype=bool)
         return self._load(Path(path), size, "mask")
 
-    def image_tensor(self, path: str | os.PathLike, size: int) -> torch.Tensor:
-        """uint8 tensor of shape (3, size, size), sharing memory with the cached array."""
+    def image_tensor(self, path: str | os.PathLike, size: Size) -> torch.Tensor:
+        """uint8 tensor of shape (3, height, width), sharing memory with the cached array."""
         return torch.from_numpy(self.image(path, size)).permute(2, 0, 1)
 
 
-def _decode_resized(path: Path, size: int, kind: str) -> np.ndarray:
+def _height_width(size: Size) -> tuple[int, int]:
+    if isinstance(size, tuple):
+        height, width = size
+        return int(height), int(width)
+    return int(size), int(size)
+
+
+def _decode_resized(path: Path, size: tuple[int, int], kind: str) -> np.ndarray:
+    height, width = size
     with Image.open(path) as img:
         if kind == "rgb":
-            return np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)).copy()
-        mask = img.convert("L").resize((size, size), Image.Resampling.NEAREST)
+            return np.asarray(img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)).copy()
+        mask = img.convert("L").resize((width, height), Image.Resampling.NEAREST)
         return np.asarray(mask) > 0

@@ -41,3 +41,23 @@ def test_changed_content_is_a_new_entry(tmp_path):
     Image.new("RGB", (9, 9), (200, 0, 0)).save(path)  # another size, so the file stat differs too
     assert content_hash(path) != before
     assert cache.image(path, 8)[0, 0].tolist() == [200, 0, 0]
+
+
+def test_size_may_be_height_width(tmp_path):
+    path = tmp_path / "wide.png"
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, 20:] = 255  # right half white, so a transposed resize would show
+    Image.fromarray(pixels).save(path)
+    mask_path = tmp_path / "wide_mask.png"
+    Image.fromarray(pixels[..., 0]).save(mask_path)
+    cache = DecodeCache(tmp_path / "c")
+    image = cache.image(path, (10, 30))
+    assert image.shape == (10, 30, 3)
+    assert image[:, :10].max() == 0 and image[:, -10:].min() == 255
+    assert cache.image_tensor(path, (10, 30)).shape == (3, 10, 30)
+    mask = cache.mask(mask_path, (10, 30))
+    assert mask.shape == (10, 30) and not mask[:, :10].any() and mask[:, -10:].all()
+    assert cache.mask(None, (7, 9)).shape == (7, 9)
+    assert cache.image(path, 12).shape == (12, 12, 3)
+    assert cache.image(path, (12, 12)) is cache.image(path, 12)  # a square tuple is the same entry
+    assert DecodeCache(tmp_path / "c").image(path, (10, 30)).shape == (10, 30, 3)  # and from disk
