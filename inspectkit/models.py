@@ -59,20 +59,28 @@ def load_state_dict_file(path: str | Path) -> dict:
     return state
 
 
-def build_model(arch: str, weights: str = "imagenet") -> tuple[nn.Module, dict]:
+def random_init_model(arch: str, seed: int = 0) -> nn.Module:
+    """``arch`` with random weights drawn from ``seed``; the global torch RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):  # the model is built on the CPU, so only the CPU RNG is used
+        torch.manual_seed(seed)
+        return torchvision.models.get_model(arch, weights=None)
+
+
+def build_model(arch: str, weights: str = "imagenet", seed: int = 0) -> tuple[nn.Module, dict]:
     """A TorchVision model with its ImageNet head, and the provenance record of its weights.
 
-    ``weights`` is ``imagenet`` (torchvision's weights API and cache), ``none`` (random init) or a path to a
-    state dict for exactly this architecture (loaded with ``weights_only=True`` and strict keys).
+    ``weights`` is ``imagenet`` (torchvision's weights API and cache), ``none`` (random init from ``seed``, the
+    same weights on every call) or a path to a state dict for exactly this architecture (loaded with
+    ``weights_only=True`` and strict keys).
     """
     check_arch(arch)
     if weights == "none":
-        torch.manual_seed(0)
-        return torchvision.models.get_model(arch, weights=None), describe_weights("none")
+        return random_init_model(arch, seed), describe_weights("none")
     if weights == "imagenet":
         try:
             default = torchvision.models.get_model_weights(arch).DEFAULT
-            model = torchvision.models.get_model(arch, weights=default)
+            with torch.random.fork_rng(devices=[]):  # the init before loading draws from the RNG: not the user's
+                model = torchvision.models.get_model(arch, weights=default)
         except Exception as exc:  # no internet: URLError, socket errors, HTTP errors, ...
             raise UserError(f"could not get torchvision's ImageNet weights for {arch} ({exc.__class__.__name__}: "
                             f"{str(exc)[:80]}); without internet pass --weights PATH to a state_dict file, "
@@ -81,7 +89,7 @@ def build_model(arch: str, weights: str = "imagenet") -> tuple[nn.Module, dict]:
         info["torchvision_weights"] = str(default)
         return model, info
     state = load_state_dict_file(weights)
-    model = torchvision.models.get_model(arch, weights=None)
+    model = random_init_model(arch, seed)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -34,6 +34,26 @@ def test_none_is_random_init_and_says_so():
     assert info["pretrained"] is False and info["spec"] == "none"
 
 
+def test_random_init_leaves_the_global_seed_alone_and_repeats():
+    """build_model draws from its own seed: the user's torch.manual_seed stream goes on as if it had not run."""
+    torch.manual_seed(1234)
+    expected = torch.rand(5)
+    torch.manual_seed(1234)
+    first, _ = build_model("squeezenet1_1", "none")
+    assert torch.equal(torch.rand(5), expected)
+    second, _ = build_model("squeezenet1_1", "none")
+    other, _ = build_model("squeezenet1_1", "none", seed=1)
+    names = first.state_dict().keys()
+    assert all(torch.equal(first.state_dict()[k], second.state_dict()[k]) for k in names)
+    assert not all(torch.equal(first.state_dict()[k], other.state_dict()[k]) for k in names)
+
+
+def test_a_weights_file_leaves_the_global_seed_alone(squeezenet_file):
+    state = torch.get_rng_state()
+    build_model("squeezenet1_1", str(squeezenet_file))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_weights_for_another_architecture_is_a_clear_error(squeezenet_file):
     with pytest.raises(UserError, match=r"does not fit --arch mobilenet_v3_small.*another architecture"):
         build_model("mobilenet_v3_small", str(squeezenet_file))
