@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inspectkit.cli import run
+from inspectkit.cli import run, script_parser
 from inspectkit.report import (
     MAX_PAGES,
     build_context,
@@ -31,12 +31,12 @@ from inspectkit.results import ensure_writable_dir
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Render results/*.json into the A4 report (PDF and/or HTML).",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--results", default="results", help="folder holding the result JSON and figures/; "
                         "the report is written there too")
     parser.add_argument("--category", default=None,
-                        help="category to report on (default: the one stats_<category>.json in --results)")
+                        help="category to report on; if not given, the one with a stats_<category>.json in "
+                             "--results")
     parser.add_argument("--pdf", action="store_true", help="write <results>/report.pdf (the default output)")
     parser.add_argument("--html", action="store_true", help="write <results>/report.html, for preview")
     parser.add_argument("--name", default="", help="author's name for the header (a blank line if not given)")

@@ -2,9 +2,9 @@
 or predict the defect type of every image in a folder.
 
 Examples:
+    python evaluate.py --demo                                     # after: python train.py --attempt all --demo
     python evaluate.py                                            # hazelnut under ./data or $MVTEC_ROOT
-    python evaluate.py --demo --out /tmp/demo-results             # after: python train.py --demo --out ...
-    python evaluate.py --category bottle --data-root ../shared/data/mvtec
+    python evaluate.py --category bottle --data-root /path/to/mvtec
     python evaluate.py --attempt 3 --images path/to/folder --csv predictions.csv
 
 Writes <out>/evaluation.json and <out>/figures/classification_*.png.
@@ -20,7 +20,15 @@ import torch
 
 from inspectkit.attempts import select_attempts
 from inspectkit.cache import DecodeCache
-from inspectkit.cli import add_data_args, add_out_arg, data_root_of, resolve_category, run
+from inspectkit.cli import (
+    add_data_args,
+    add_device_arg,
+    add_out_arg,
+    data_root_of,
+    resolve_category,
+    run,
+    script_parser,
+)
 from inspectkit.data import IMAGE_SUFFIXES
 from inspectkit.errors import UserError
 from inspectkit.figures.training import confusion_matrix_figure, learning_curves_figure, misclassified_gallery
@@ -40,16 +48,15 @@ GALLERY_MAX = 24
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate the trained classification attempts, or predict a folder.")
+    parser = script_parser(__doc__)
     parser.add_argument("--attempt", default="all",
-                        help="attempt to evaluate (1-4) or all (default: all); with --images, the one to use")
+                        help="attempt to evaluate (1-4) or all; with --images, the one to use")
     add_data_args(parser)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="where to compute (default: auto = cuda, then mps, then cpu)")
+    add_device_arg(parser)
     parser.add_argument("--images", default=None,
                         help="folder of images to classify with --attempt's checkpoint instead of evaluating")
     parser.add_argument("--split", type=int, default=0,
-                        help="with --images: which split's checkpoint to use (default: 0)")
+                        help="with --images: which split's checkpoint to use")
     parser.add_argument("--csv", default=None, help="with --images: also write the predictions to this CSV file")
     add_out_arg(parser)
     return parser

@@ -2,7 +2,7 @@
 
 Examples:
     python export_labels.py --demo --out exports/demo                  # synthetic data, every format
-    python export_labels.py --category bottle --data-root ../shared/data/mvtec --format all --out exports/bottle
+    python export_labels.py --category bottle --data-root /path/to/mvtec --format all --out exports/bottle
     python export_labels.py --category bottle --format yolo yolo-seg --imgsz 640 --no-background \\
         --out exports/bottle-640 --overwrite
     python export_labels.py --category bottle --format coco --coco-segmentation rle --link sym --out exports/coco
@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
-from inspectkit.cli import RESULTS_DEFAULT, add_data_args, data_root_of, resolve_category, run
+from inspectkit.cli import RESULTS_DEFAULT, add_data_args, data_root_of, resolve_category, run, script_parser
 from inspectkit.errors import UserError
 from inspectkit.export import (
     FORMATS,
@@ -42,45 +43,47 @@ from inspectkit.results import ensure_writable_dir, provenance, write_json
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Export defect masks as YOLO, YOLO-seg, COCO and SAM training data.")
+    parser = script_parser(__doc__)
     add_data_args(parser)
     parser.add_argument("--format", nargs="+", default=["all"], choices=[*FORMATS, "all"],
-                        help="one or more formats to write (default: all)")
+                        help="one or more formats to write")
     parser.add_argument("--out", default=None,
-                        help="folder for the exported dataset, outside the data (default: exports/<category>)")
+                        help="folder for the exported dataset, outside the data; if not given, exports/<category>")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing export in --out (only folders an earlier export wrote)")
     parser.add_argument("--results", default=RESULTS_DEFAULT,
-                        help="folder for export_<category>.json, and where splits_<category>.json is looked for "
-                             "(default: results, or results/demo with --demo)")
+                        help="folder for export_<category>.json, and where splits_<category>.json is looked for; "
+                             "results/demo with --demo")
     parser.add_argument("--splits", default=None,
-                        help="split manifest to take split 0 from (default: <results>/splits_<category>.json if "
-                             "it exists, else a new seeded split saved in --out)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of a new split, the point prompts and the box jitter (default: 0)")
-    parser.add_argument("--min-area", type=int, default=16,
-                        help="drop mask regions smaller than this many pixels, after --imgsz (default: 16)")
-    parser.add_argument("--polygon-tolerance", type=float, default=0.25,
-                        help="simplify polygons by up to this many pixels; 0 keeps every contour point "
-                             "(default: 0.25, which only drops points on straight runs)")
-    parser.add_argument("--no-background", action="store_true",
+                        help="split manifest to take split 0 from; if not given, <results>/splits_<category>.json "
+                             "if it exists, else a new seeded split saved in --out")
+    # The export settings: flags named after ExportOptions' fields, defaults read from it.
+    parser.add_argument("--seed", type=int, default=ExportOptions.seed,
+                        help="seed of a new split, the point prompts and the box jitter")
+    parser.add_argument("--min-area", type=int, default=ExportOptions.min_area,
+                        help="drop mask regions smaller than this many pixels, after --imgsz")
+    parser.add_argument("--polygon-tolerance", type=float, default=ExportOptions.polygon_tolerance,
+                        help="simplify polygons by up to this many pixels; 0 keeps every contour point, "
+                             "0.25 only drops points on straight runs")
+    parser.add_argument("--no-background", dest="background", action="store_false",
+                        default=ExportOptions.background,
                         help="leave out good images (by default they are background images with empty labels)")
-    parser.add_argument("--link", default="copy", choices=LINK_MODES,
-                        help="copy images, or hard- or sym-link them to the originals (default: copy)")
-    parser.add_argument("--imgsz", type=int, default=None,
-                        help="resize images and masks so the longer side is N pixels, before labelling "
-                             "(default: keep the native size)")
-    parser.add_argument("--coco-segmentation", default="polygon", choices=SEGMENTATIONS,
-                        help="COCO masks as polygons or exact RLE (default: polygon)")
-    parser.add_argument("--sam-mask", default="png", choices=MASK_KINDS,
-                        help="SAM masks as one PNG per instance or RLE inside the JSONL (default: png)")
-    parser.add_argument("--sam-points", type=int, default=3,
-                        help="positive point prompts per instance, sampled inside the mask (default: 3)")
-    parser.add_argument("--sam-negatives", type=int, default=1,
-                        help="negative point prompts per instance, sampled near but outside the mask (default: 1)")
-    parser.add_argument("--box-jitter", type=float, default=0.0,
-                        help="move each side of the SAM box prompt by up to this share of the box size "
-                             "(default: 0, the exact box)")
+    parser.add_argument("--link", default=ExportOptions.link, choices=LINK_MODES,
+                        help="copy images, or hard- or sym-link them to the originals")
+    parser.add_argument("--imgsz", type=int, default=ExportOptions.imgsz,
+                        help="resize images and masks so the longer side is N pixels, before labelling; "
+                             "if not given, keep the native size")
+    parser.add_argument("--coco-segmentation", default=ExportOptions.coco_segmentation, choices=SEGMENTATIONS,
+                        help="COCO masks as polygons or exact RLE")
+    parser.add_argument("--sam-mask", default=ExportOptions.sam_mask, choices=MASK_KINDS,
+                        help="SAM masks as one PNG per instance or RLE inside the JSONL")
+    parser.add_argument("--sam-positive", "--sam-points", type=int, default=ExportOptions.sam_positive,
+                        help="positive point prompts per instance, sampled inside the mask")
+    parser.add_argument("--sam-negative", "--sam-negatives", type=int, default=ExportOptions.sam_negative,
+                        help="negative point prompts per instance, sampled near but outside the mask")
+    parser.add_argument("--box-jitter", type=float, default=ExportOptions.box_jitter,
+                        help="move each side of the SAM box prompt by up to this share of the box size; "
+                             "0 is the exact box")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -92,8 +95,8 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UserError(f"--polygon-tolerance must be 0 or more (got {args.polygon_tolerance})")
     if args.imgsz is not None and args.imgsz < 32:
         raise UserError(f"--imgsz must be at least 32 (got {args.imgsz})")
-    if args.sam_points < 1 or args.sam_negatives < 0:
-        raise UserError("--sam-points must be at least 1 and --sam-negatives at least 0")
+    if args.sam_positive < 1 or args.sam_negative < 0:
+        raise UserError("--sam-positive must be at least 1 and --sam-negative at least 0")
     if not 0 <= args.box_jitter < 1:
         raise UserError(f"--box-jitter must be in [0, 1) (got {args.box_jitter})")
 
@@ -111,11 +114,8 @@ def main(args: argparse.Namespace) -> dict:
                         "or leave --splits out to make a new split")
     split = choose_split(category, Path(args.splits or results / f"splits_{category.name}.json"), args.seed)
 
-    options = ExportOptions(formats=formats, min_area=args.min_area, polygon_tolerance=args.polygon_tolerance,
-                            imgsz=args.imgsz, link=args.link, background=not args.no_background,
-                            coco_segmentation=args.coco_segmentation, sam_mask=args.sam_mask,
-                            sam_positive=args.sam_points, sam_negative=args.sam_negatives,
-                            box_jitter=args.box_jitter, seed=args.seed)
+    options = ExportOptions(formats=formats, **{f.name: getattr(args, f.name) for f in fields(ExportOptions)
+                                                if f.name != "formats"})
     record = provenance(seed=args.seed, data_root=data_root_of(category), demo=category.demo)
     summary = export_category(category, out, options, split, record, progress=not args.no_progress,
                               out_as_given=out_as_given)

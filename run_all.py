@@ -1,14 +1,14 @@
 """Run the whole pipeline in one process: stats, train (all attempts), evaluate, anomaly, export, report.
 
-Each step calls a script's own ``main`` with a Namespace from that script's own parser, so the scripts' defaults
-stay the single source; this file only chooses the shared flags and, for --demo, short settings.
-
 Examples:
     python run_all.py --demo                                  # synthetic data, random-init weights, < 5 min on 2 cores
     python run_all.py --demo --out /tmp/demo --weights imagenet
-    python run_all.py --category bottle --data-root ../shared/data/mvtec --arch mobilenet_v2 \\
-        --weights ../shared/weights/mobilenet_v2-qnnpack_dequant-e48290fe.pth
-    python run_all.py --category bottle --data-root DATA --only report    # re-render the PDF only
+    python run_all.py --category bottle --data-root /path/to/mvtec --arch mobilenet_v2 \\
+        --weights mobilenet_v2.pth                            # offline: a state_dict file (see the README)
+    python run_all.py --category bottle --data-root /path/to/mvtec --only report    # re-render the PDF only
+
+Each step calls a script's own ``main`` with a Namespace from that script's own parser, so the scripts' defaults
+stay the single source; this file only chooses the shared flags and, for --demo, short settings.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from inspectkit.cli import add_data_args, add_out_arg, run
+from inspectkit.cli import DEMO_WEIGHTS, add_data_args, add_device_arg, add_out_arg, run, script_parser
 from inspectkit.errors import UserError
 from inspectkit.report import collect_inputs
 from inspectkit.results import ensure_writable_dir
@@ -38,20 +38,18 @@ DEMO_FLAGS = {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Run stats, train, evaluate, anomaly, export and the report in one "
-                                                 "go; everything is written under --out.")
+    parser = script_parser(__doc__)
     add_data_args(parser)
     parser.add_argument("--arch", default=None,
-                        help=f"TorchVision backbone for train and anomaly (default: each script's own; "
-                             f"{DEMO_ARCH} with --demo)")
+                        help=f"TorchVision backbone for train and anomaly; if not given, each script's own, "
+                             f"{DEMO_ARCH} with --demo")
     parser.add_argument("--weights", default=None,
-                        help="imagenet, none or PATH, for train and anomaly (default: each script's own; "
-                             "none with --demo, which needs no internet)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="where to compute (default: auto)")
+                        help="imagenet, none or PATH, for train and anomaly; if not given, each script's own, "
+                             f"{DEMO_WEIGHTS} with --demo, which needs no internet")
+    add_device_arg(parser)
     add_out_arg(parser)
     parser.add_argument("--only", nargs="+", choices=list(STEPS), default=None,
-                        help="run only these steps (default: all, in order)")
+                        help="run only these steps; if not given, all, in order")
     parser.add_argument("--name", default="", help="author's name for the report header")
     parser.add_argument("--student-id", default="", help="student id for the report header")
     return parser
@@ -66,7 +64,7 @@ def _data_flags(args: argparse.Namespace) -> list[str]:
 
 def _model_flags(args: argparse.Namespace) -> list[str]:
     arch = args.arch or (DEMO_ARCH if args.demo else None)
-    weights = args.weights or ("none" if args.demo else None)
+    weights = args.weights or (DEMO_WEIGHTS if args.demo else None)
     flags = ["--device", args.device]
     flags += ["--arch", arch] if arch else []
     return flags + (["--weights", weights] if weights else [])

@@ -1,12 +1,12 @@
 """Dataset statistics for one MVTec AD-layout category (homework question 1).
 
-Prints a table and writes ``<out>/stats_<category>.json`` plus two figures in ``<out>/figures/``.
-
 Examples:
     python stats.py --demo                                          # synthetic data, no download
-    python stats.py --category bottle --data-root ../shared/data/mvtec
-    python stats.py --category all --data-root /data/mvtec_anomaly_detection
+    python stats.py --category bottle --data-root /path/to/mvtec
+    python stats.py --category all --data-root /path/to/mvtec
     python stats.py --category hazelnut --download                  # fetch MVTec AD, keep only hazelnut
+
+Prints a table and writes ``<out>/stats_<category>.json`` plus two figures in ``<out>/figures/``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from inspectkit import download
-from inspectkit.cli import add_data_args, add_out_arg, resolve_category, run
+from inspectkit.cli import add_data_args, add_out_arg, resolve_category, run, script_parser
 from inspectkit.data import list_categories, resolve_data_root
 from inspectkit.errors import UserError
 from inspectkit.figures.stats import counts_bar_chart, samples_grid
@@ -25,14 +25,14 @@ from inspectkit.stats import category_stats, format_table
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     add_data_args(parser)
     add_out_arg(parser)
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (JSON and table only)")
     group = parser.add_argument_group("download (MVTec's official archive, about 4.9 GB)")
     group.add_argument("--download", action="store_true",
                        help="download the archive into --data-root (resumable), verify it, extract --category")
-    group.add_argument("--url", default=download.MVTEC_URL, help="archive URL (default: MVTec's official address)")
+    group.add_argument("--url", default=download.MVTEC_URL, help="archive URL (MVTec's official address)")
     group.add_argument("--sha256", default=download.MVTEC_SHA256, help="expected sha256 of the archive")
     return parser
 

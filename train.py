@@ -1,10 +1,11 @@
 """Train the defect-type classifier: four attempts, each on K pooled stratified splits, mean ± std on test.
 
 Examples:
+    python train.py --attempt 3 --demo                            # synthetic data, random-init weights, offline
+    python train.py --attempt all --demo --epochs 1               # every attempt, a quick smoke run
     python train.py --attempt 3                                   # hazelnut under ./data or $MVTEC_ROOT
-    python train.py --demo --attempt all --epochs 1               # synthetic data, a quick smoke run
-    python train.py --attempt all --category bottle --data-root ../shared/data/mvtec \\
-        --arch mobilenet_v2 --weights ../shared/weights/mobilenet_v2-qnnpack_dequant-e48290fe.pth
+    python train.py --attempt all --category bottle --data-root /path/to/mvtec \\
+        --arch mobilenet_v2 --weights mobilenet_v2.pth            # offline: a state_dict file (see the README)
 
 Writes <out>/splits_<category>.json, <out>/attempt_N.json and <out>/checkpoints/attempt_N/split_K.pt.
 """
@@ -19,7 +20,16 @@ import torch
 
 from inspectkit.attempts import select_attempts
 from inspectkit.cache import DecodeCache
-from inspectkit.cli import add_data_args, add_model_args, add_out_arg, data_root_of, resolve_category, run
+from inspectkit.cli import (
+    add_data_args,
+    add_model_args,
+    add_out_arg,
+    data_root_of,
+    resolve_category,
+    resolve_weights,
+    run,
+    script_parser,
+)
 from inspectkit.errors import UserError
 from inspectkit.models import build_model, check_arch, describe_weights, resolve_device
 from inspectkit.results import ensure_writable_dir, provenance, write_json
@@ -28,19 +38,17 @@ from inspectkit.training import train_attempt
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train defect-type classifiers (attempts 1-4) on pooled splits.")
-    parser.add_argument("--attempt", default="all",
-                        help="attempt 1, 2, 3 or 4, a comma list such as 3,4, or all (default: all)")
+    parser = script_parser(__doc__)
+    parser.add_argument("--attempt", default="all", help="attempt 1, 2, 3 or 4, a comma list such as 3,4, or all")
     add_data_args(parser)
     add_model_args(parser, arch_default="resnet18")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="override every attempt's number of epochs (default: each attempt's own)")
+                        help="override every attempt's number of epochs; if not given, each attempt's own")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="override every attempt's input size in pixels, e.g. 64 for a quick test "
-                             "(default: each attempt's own)")
-    parser.add_argument("--splits", type=int, default=5, help="number of stratified splits, K (default: 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of split k is seed + k; seeds training too "
-                                                            "(default: 0)")
+                        help="override every attempt's input size in pixels, e.g. 64 for a quick test; "
+                             "if not given, each attempt's own")
+    parser.add_argument("--splits", type=int, default=5, help="number of stratified splits, K")
+    parser.add_argument("--seed", type=int, default=0, help="seed of split k is seed + k; seeds training too")
     add_out_arg(parser)
     return parser
 
@@ -48,6 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     attempts = select_attempts(args.attempt)
     check_arch(args.arch)
+    resolve_weights(args)
     if args.weights not in ("imagenet", "none"):
         build_model(args.arch, args.weights)  # a missing, corrupt or mismatched weights file fails before data work
     if args.splits < 1:

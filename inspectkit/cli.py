@@ -1,6 +1,7 @@
 """What every script shares at its boundary: common flags, resolving the data (or the demo), and exit codes.
 
-Scripts call ``run(main, get_args_parser())``: a ``UserError`` becomes one line on stderr and exit code 2.
+Scripts build their parser with ``script_parser(__doc__)`` (the docstring's examples become the --help epilog) and
+call ``run(main, get_args_parser())``: a ``UserError`` becomes one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,6 +16,30 @@ from .errors import UserError
 
 DEFAULT_OUT = "results"
 DEMO_OUT = "results/demo"
+DEFAULT_WEIGHTS = "imagenet"
+DEMO_WEIGHTS = "none"  # what --demo uses without --weights (and what run_all.py --demo passes): no download
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the docstring's line breaks and shows each flag's default, except an empty one (None or "") and a
+    switch's, where the help text says what leaving the flag out means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if default in (None, "") or action.nargs == 0 or default is argparse.SUPPRESS or not action.option_strings:
+            return action.help or ""
+        if isinstance(default, (list, tuple)):  # nargs="+": show the values as they are typed, not as a list
+            shown = " ".join(str(v) for v in default).replace("%", "%%")
+            return f"{action.help} (default: {shown})"
+        return super()._get_help_string(action)
+
+
+def script_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser of a root script: the docstring's first paragraph is the description, the rest (the example
+    commands) the epilog, and argparse shows every default."""
+    description, _, epilog = doc.strip().partition("\n\n")
+    return argparse.ArgumentParser(description=description, epilog=epilog or None, formatter_class=HelpFormatter)
 
 
 class _DefaultOut(str):
@@ -23,6 +48,13 @@ class _DefaultOut(str):
 
 _OUT_NOT_GIVEN = _DefaultOut(DEFAULT_OUT)
 RESULTS_DEFAULT = _OUT_NOT_GIVEN  # for other flags naming the results folder: also redirected by --demo
+
+
+class _DefaultWeights(str):
+    """The default of ``--weights``: a plain string whose type tells that the user gave no ``--weights``."""
+
+
+WEIGHTS_DEFAULT = _DefaultWeights(DEFAULT_WEIGHTS)
 
 
 class _DemoAction(argparse.Action):
@@ -40,36 +72,52 @@ class _DemoAction(argparse.Action):
 
 
 WEIGHTS_HELP = ("imagenet (torchvision's weights API; needs internet or its cache), none (random init), "
-                "or PATH to a state_dict file for --arch, e.g. ../shared/weights/mobilenet_v2-qnnpack_dequant-"
-                "e48290fe.pth")
+                "or PATH to a state_dict file for --arch, e.g. mobilenet_v2.pth (see the README for getting one "
+                f"onto a machine without internet); {DEMO_WEIGHTS} with --demo")
 
 
 def add_data_args(parser: argparse.ArgumentParser, category_default: str | None = DEFAULT_CATEGORY) -> None:
     """``--category``, ``--data-root`` and ``--demo``."""
     group = parser.add_argument_group("data")
     group.add_argument("--category", default=None,
-                       help=f"category folder name, e.g. bottle (default: {category_default}, or the folder "
-                            "--data-root points at)")
+                       help=f"category folder name, e.g. bottle; if not given: {category_default}, or the folder "
+                            "--data-root points at")
     group.add_argument("--data-root", default=None,
-                       help=f"folder holding category folders, or one category folder (default: ${DATA_ROOT_ENV}, "
-                            f"else ./{DEFAULT_DATA_ROOT})")
+                       help=f"folder holding category folders, or one category folder; if not given: "
+                            f"${DATA_ROOT_ENV}, else ./{DEFAULT_DATA_ROOT}")
     group.add_argument("--demo", action=_DemoAction,
                        help="use a small synthetic category generated into the cache (no download needed); "
                             f"results go to {DEMO_OUT}/ unless --out is given")
 
 
+def add_device_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--device``."""
+    parser.add_argument("--device", default="auto", choices=DEVICES,
+                        help="where to compute; auto picks cuda, then mps, then cpu")
+
+
 def add_model_args(parser: argparse.ArgumentParser, arch_default: str) -> None:
-    """``--arch``, ``--weights`` and ``--device``."""
+    """``--arch``, ``--weights`` (resolve it with ``resolve_weights``) and ``--device``."""
     group = parser.add_argument_group("model")
-    group.add_argument("--arch", default=arch_default, help=f"TorchVision model name (default: {arch_default})")
-    group.add_argument("--weights", default="imagenet", help=f"{WEIGHTS_HELP} (default: imagenet)")
-    group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                       help="where to compute (default: auto = cuda, then mps, then cpu)")
+    group.add_argument("--arch", default=arch_default, help="TorchVision model name")
+    group.add_argument("--weights", default=WEIGHTS_DEFAULT, help=WEIGHTS_HELP)
+    add_device_arg(group)
+
+
+def resolve_weights(args: argparse.Namespace) -> str:
+    """``args.weights`` as given; with ``--demo`` and no ``--weights``, DEMO_WEIGHTS (random init, so the demo
+    needs no internet), said in one line. Sets ``args.weights`` to the plain string and returns it."""
+    if isinstance(args.weights, _DefaultWeights) and getattr(args, "demo", False):
+        print(f"--demo without --weights: using --weights {DEMO_WEIGHTS} (random init, nothing to download); "
+              f"pass --weights {DEFAULT_WEIGHTS} or a file for pretrained weights")
+        args.weights = DEMO_WEIGHTS
+    args.weights = str(args.weights)
+    return args.weights
 
 
 def add_out_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=_OUT_NOT_GIVEN,
-                        help=f"folder for JSON results and figures (default: {DEFAULT_OUT}, or {DEMO_OUT} with --demo)")
+                        help=f"folder for JSON results and figures; {DEMO_OUT} with --demo")
 
 
 def resolve_category(args: argparse.Namespace, *, validate: bool = True, progress: bool = True) -> Category:

@@ -8,6 +8,7 @@ import pytest
 
 import export_labels
 import stats
+from inspectkit import cli
 from inspectkit.cli import run
 from inspectkit.errors import UserError
 
@@ -40,3 +41,66 @@ def test_run_turns_user_errors_into_one_line_and_their_exit_code(error, code, ca
         run(main, argparse.ArgumentParser(prog="tool.py"), [])
     assert exc.value.code == code
     assert capsys.readouterr().err == f"tool.py: error: {error}\n"
+
+
+SCRIPTS = ("stats", "train", "evaluate", "export_labels", "build_report", "run_all")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_shows_the_docstring_examples_and_argparse_defaults(name):
+    import importlib
+
+    script = importlib.import_module(name)
+    parser = script.get_args_parser()
+    text = parser.format_help()
+    assert parser.epilog and parser.epilog.startswith("Examples:")
+    assert parser.epilog.strip() in text and f"python {name}.py" in parser.epilog
+    assert "../shared" not in text and "(default:" in text
+    for action in parser._actions:  # defaults are shown by the formatter, never typed into a help string
+        assert "default:" not in (action.help or ""), action.option_strings
+
+
+def test_help_formatter_leaves_out_empty_defaults_and_shows_lists_as_typed():
+    parser = argparse.ArgumentParser(formatter_class=cli.HelpFormatter)
+    parser.add_argument("--size", type=int, default=224, help="pixels")
+    parser.add_argument("--layers", default=None, help="stages; if not given, the arch's own")
+    parser.add_argument("--fast", action="store_true", help="go fast")
+    parser.add_argument("--format", nargs="+", default=["yolo", "coco"], help="formats")
+    text = " ".join(parser.format_help().split())
+    assert "pixels (default: 224)" in text and "formats (default: yolo coco)" in text
+    assert "the arch's own --fast go fast --format" in text and "None" not in text and "False" not in text
+
+
+def test_export_flags_are_export_options_fields_with_its_defaults():
+    from dataclasses import fields
+
+    from inspectkit.export import ExportOptions
+
+    args = export_labels.get_args_parser().parse_args([])
+    for field in fields(ExportOptions):
+        if field.name != "formats":  # --format takes 'all' as well as the format names
+            assert getattr(args, field.name) == getattr(ExportOptions, field.name), field.name
+    assert export_labels.get_args_parser().parse_args(["--sam-points", "5"]).sam_positive == 5  # the old name
+
+
+@pytest.mark.parametrize(("argv", "weights", "said"), [
+    (["--demo"], cli.DEMO_WEIGHTS, True),
+    (["--demo", "--weights", "imagenet"], "imagenet", False),
+    (["--weights", "w.pth", "--demo"], "w.pth", False),
+    ([], cli.DEFAULT_WEIGHTS, False),
+])
+def test_demo_without_weights_uses_random_init_and_says_so(argv, weights, said, capsys):
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    cli.add_model_args(parser, arch_default="resnet18")
+    args = parser.parse_args(argv)
+    assert cli.resolve_weights(args) == weights == args.weights and type(args.weights) is str
+    out = capsys.readouterr().out
+    assert (f"using --weights {cli.DEMO_WEIGHTS}" in out and len(out.splitlines()) == 1) if said else out == ""
+
+
+def test_run_all_demo_weights_are_the_scripts_demo_weights():
+    import run_all
+
+    assert run_all._model_flags(run_all.get_args_parser().parse_args(["--demo"]))[-2:] == ["--weights",
+                                                                                           cli.DEMO_WEIGHTS]
