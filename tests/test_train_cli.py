@@ -31,10 +31,11 @@ def _run(script, argv, capsys):
 def trained(synthetic_root, tmp_path_factory):
     """All four attempts trained once (64 px, 1 epoch, 2 splits) into a shared results folder."""
     out = tmp_path_factory.mktemp("trained") / "results"
+    argv = ["--attempt", "all", "--category", "demo", "--data-root", str(synthetic_root), *FAST, "--out", str(out)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INSPECTKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        run(train.main, train.get_args_parser(),
-            ["--attempt", "all", "--category", "demo", "--data-root", str(synthetic_root), *FAST, "--out", str(out)])
+        mp.setattr(sys, "argv", ["train.py", *argv])  # as the shell would run it, so provenance records this command
+        run(train.main, train.get_args_parser(), argv)
     return out
 
 
@@ -67,7 +68,7 @@ def test_every_attempt_writes_the_full_json(trained):
         assert 0 <= data["timing"]["data_loading_share"] <= 1
         prov = data["provenance"]
         assert prov["demo_data"] is False and prov["weights"]["spec"] == "none" and prov["seed"] == 0
-        assert prov["command"].startswith("pytest") or prov["command"]
+        assert prov["command"].startswith("train.py --attempt all --category demo --data-root ")
 
 
 def test_evaluate_reproduces_train_metrics_from_the_checkpoints(trained, synthetic_root, capsys):
@@ -136,7 +137,7 @@ def test_bad_train_input_exits_2_without_json(extra, message, synthetic_root, we
     code, _, stderr = _run(train, argv, capsys)
     assert code == 2
     assert message in stderr and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
-    assert not list(out.glob("*.json")) if out.exists() else True
+    assert not list(out.rglob("*.json"))  # nothing written, not even the split manifest
 
 
 def test_evaluate_without_checkpoints_says_what_to_run(synthetic_root, tmp_path, capsys):
@@ -162,6 +163,23 @@ def test_images_folder_without_images_exits_2(trained, tmp_path, capsys):
     (empty / "notes.txt").write_text("nothing to see")
     code, _, stderr = _run(evaluate, ["--attempt", "3", "--images", str(empty), "--out", str(trained)], capsys)
     assert code == 2 and "no images" in stderr
+
+
+def test_train_attempt_3_demo_needs_no_weights_and_no_network(tmp_path, monkeypatch, capsys):
+    """``python train.py --attempt 3 --demo`` with no --weights: random-init weights, said once, nothing fetched."""
+
+    def no_network(*args, **kwargs):
+        raise OSError("this test has no network")
+
+    monkeypatch.setattr("socket.socket.connect", no_network)
+    out = tmp_path / "demo"
+    code, stdout, stderr = _run(train, ["--attempt", "3", "--demo", "--epochs", "1", "--splits", "1",
+                                        "--image-size", "32", "--out", str(out)], capsys)
+    assert code == 0, stderr
+    assert stdout.count("--demo without --weights: using --weights none") == 1
+    data = json.loads((out / "attempt_3.json").read_text())
+    assert data["provenance"]["weights"]["spec"] == "none" and data["provenance"]["demo_data"] is True
+    assert data["config"]["weights"]["pretrained"] is False
 
 
 def test_train_attempt_3_as_written_without_data_exits_2(tmp_path):
