@@ -1,8 +1,11 @@
-"""Decode each image once: resized uint8 arrays cached in memory and on disk, keyed by file content and size."""
+"""Decode each image once: resized uint8 arrays cached in memory and on disk, keyed by file content and size.
+
+Decoding goes through ``imageio.open_image``; a damaged disk entry is discarded and rebuilt, never an error.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -10,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from .imageio import open_image
+from .results import UnwritablePath, atomic_write, sha256_file
 
 CACHE_ENV = "INSPECTKIT_CACHE"
 
@@ -35,11 +41,7 @@ def content_hash(path: str | os.PathLike) -> str:
     stat = os.stat(path)
     key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = sha256_file(path)
     return _HASHES[key]
 
 
@@ -62,22 +64,28 @@ class DecodeCache:
             return self._memory[key]
         label = str(height) if height == width else f"{height}x{width}"  # square keeps its old file name
         file = self.folder / f"{key[0][:32]}_{label}_{kind}.npy"
-        array = None
-        if self.disk and file.exists():
-            try:
-                with _NPY_LOAD_LOCK:
-                    array = np.load(file)
-            except (OSError, ValueError):
-                array = None  # a damaged cache entry is rebuilt below
+        array = self._read_entry(file, (height, width), kind) if self.disk else None
         if array is None:
             array = _decode_resized(path, (height, width), kind)
             self.decoded += 1
             if self.disk:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, array)
-                os.replace(tmp, file)
+                with contextlib.suppress(UnwritablePath):  # the disk copy only saves time: never fail the run
+                    atomic_write(file, lambda fh: np.save(fh, array))
         self._memory[key] = array
+        return array
+
+    @staticmethod
+    def _read_entry(file: Path, size: tuple[int, int], kind: str) -> np.ndarray | None:
+        """The stored array, or None when it is missing or damaged (unreadable, another shape or type): the
+        caller then decodes the image again and replaces the entry."""
+        try:
+            with _NPY_LOAD_LOCK:
+                array = np.load(file, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        shape, dtype = ((*size, 3), np.uint8) if kind == "rgb" else (size, np.bool_)
+        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
+            return None
         return array
 
     def image(self, path: str | os.PathLike, size: Size) -> np.ndarray:
@@ -104,8 +112,8 @@ def _height_width(size: Size) -> tuple[int, int]:
 
 def _decode_resized(path: Path, size: tuple[int, int], kind: str) -> np.ndarray:
     height, width = size
-    with Image.open(path) as img:
-        if kind == "rgb":
-            return np.asarray(img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)).copy()
-        mask = img.convert("L").resize((width, height), Image.Resampling.NEAREST)
-        return np.asarray(mask) > 0
+    img = open_image(path)  # a BadImage (too large, undecodable) reaches the caller, which lists the file
+    if kind == "rgb":
+        return np.asarray(img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)).copy()
+    mask = img.convert("L").resize((width, height), Image.Resampling.NEAREST)
+    return np.asarray(mask) > 0

@@ -7,20 +7,22 @@ ones (no ``train/good``, no test images) raise ``UserError``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .cache import cache_root
 from .errors import UserError
+from .imageio import IMAGE_SUFFIXES, BadImage, list_image_files, open_image
+from .results import UnwritablePath, atomic_write
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+__all__ = ["IMAGE_SUFFIXES"]  # re-exported: scripts import the suffix list from here
 DATA_ROOT_ENV = "MVTEC_ROOT"
 DEFAULT_DATA_ROOT = Path("data")
 DEFAULT_CATEGORY = "hazelnut"
@@ -114,8 +116,22 @@ def list_categories(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_category_dir(p))
 
 
+def check_category_name(name: str) -> str:
+    """``name`` if it is a plain folder name; a UserError for anything that could lead outside the data root or
+    --out (a separator, ``..``, an absolute or empty path)."""
+    windows = PureWindowsPath(name)
+    if (not name or name.strip() != name or name in (".", "..") or "/" in name or "\\" in name
+            or PurePosixPath(name).is_absolute() or windows.drive or windows.is_absolute() or "\0" in name):
+        raise UserError(f"--category {name!r} is not a category folder name (no '/', '\\', '..', drive or "
+                        "absolute path); pass the folder's name, e.g. --category bottle, and point --data-root "
+                        "at the folder that holds it")
+    return name
+
+
 def locate_category(root: Path, category: str | None) -> tuple[str, Path]:
     """Resolve ``(name, folder)`` for ``category`` under ``root``; ``root`` may be the category folder itself."""
+    if category is not None:
+        check_category_name(category)
     if not root.exists():
         raise UserError(f"data root '{root}' does not exist (looked at --data-root, then ${DATA_ROOT_ENV}, "
                         f"then ./{DEFAULT_DATA_ROOT}); {how_to_get_data(category)}")
@@ -136,38 +152,44 @@ def locate_category(root: Path, category: str | None) -> tuple[str, Path]:
     raise UserError(f"no MVTec category '{name}' at {where}; {how_to_get_data(name)}")
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _list_images(folder: Path, skipped: list[str], root: Path) -> list[Path]:
-    images = []
-    for path in sorted(folder.iterdir()):
-        if _is_image(path):
-            images.append(path)
-        else:
-            skipped.append(path.relative_to(root).as_posix())
+def _list_images(folder: Path, skipped: list[str], root: Path, unreadable: list[tuple[Path, str]]) -> list[Path]:
+    """The image files in ``folder``; other entries go to ``skipped``, and a folder that cannot be listed (permission
+    denied) to ``unreadable`` with the reason, its images then being left out."""
+    try:
+        images, others = list_image_files(folder)
+    except OSError as exc:
+        unreadable.append((folder, exc.strerror or str(exc)))
+        return []
+    skipped.extend(path.relative_to(root).as_posix() for path in others)
     return images
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_dirs(folder: Path, unreadable: list[tuple[Path, str]]) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        unreadable.append((folder, exc.strerror or str(exc)))
+        return []
 
 
 def scan_category(name: str, folder: Path) -> Category:
     """List a category's images and masks from its folders, without decoding anything."""
     skipped: list[str] = []
+    unreadable: list[tuple[Path, str]] = []
     train_good = folder / "train" / GOOD
     if not train_good.is_dir():
         raise UserError(f"category '{name}' has no train/good folder (expected {train_good}); "
                         "is --data-root pointing at an MVTec-layout dataset?")
-    samples = [Sample(p, "train", GOOD) for p in _list_images(train_good, skipped, folder)]
+    samples = [Sample(p, "train", GOOD) for p in _list_images(train_good, skipped, folder, unreadable)]
+    if unreadable and not samples:
+        raise UserError(f"cannot read {train_good} ({unreadable[0][1]}); make it readable (chmod) or copy the data "
+                        "where you can read it")
     if not samples:
         raise UserError(f"{train_good} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
     test_dir = folder / "test"
-    test_classes = _class_dirs(test_dir) if test_dir.is_dir() else []
-    test_images = {c.name: _list_images(c, skipped, folder) for c in test_classes}
+    test_classes = _class_dirs(test_dir, unreadable) if test_dir.is_dir() else []
+    test_images = {c.name: _list_images(c, skipped, folder, unreadable) for c in test_classes}
     if not any(test_images.values()):
         raise UserError(f"category '{name}' has no test images (expected {test_dir}/<class>/*.png)")
     defect_classes = sorted(c for c, imgs in test_images.items() if c != GOOD and imgs)
@@ -176,12 +198,14 @@ def scan_category(name: str, folder: Path) -> Category:
     has_gt = gt_dir.is_dir()
     masks: dict[tuple[str, str], Path] = {}
     if has_gt:
-        for cls_dir in _class_dirs(gt_dir):
-            for mask in _list_images(cls_dir, skipped, folder):
+        for cls_dir in _class_dirs(gt_dir, unreadable):
+            for mask in _list_images(cls_dir, skipped, folder, unreadable):
                 stem = mask.stem[: -len("_mask")] if mask.stem.endswith("_mask") else mask.stem
                 masks[(cls_dir.name, stem)] = mask
 
     category = Category(name, folder, samples, defect_classes, has_gt, skipped_files=skipped)
+    for path, why in unreadable:
+        category.add_problem(path, f"cannot read folder ({why}); the files in it are skipped")
     used_masks = set()
     for cls, images in test_images.items():
         for path in images:
@@ -197,36 +221,52 @@ def scan_category(name: str, folder: Path) -> Category:
     return category
 
 
-def _decode(path: Path) -> Image.Image:
-    with Image.open(path) as img:
-        img.load()
-        return img
-
-
 class _CheckMemo:
     """What decoding a file told us last time, keyed by path, size and mtime, so a re-run skips the decode.
 
-    Stored as one JSON file in the cache folder; a stale or damaged store is simply rebuilt.
+    Stored as one JSON file in the cache folder. A store of another version or shape (``null``, a number, garbage)
+    is discarded and rebuilt; entries of the wrong shape are ignored; a failure of the file system (permission
+    denied) is never stored, so the next run tries the file again.
     """
+
+    VERSION = 2  # bump when what a check records changes
 
     def __init__(self, enabled: bool = True) -> None:
         self.path = cache_root() / "checked_files.json"
         self.enabled = enabled
         self.entries: dict[str, dict] = {}
         self.dirty = False
-        if enabled and self.path.exists():
-            try:
-                self.entries = json.loads(self.path.read_text())
-            except (OSError, ValueError):
-                self.entries = {}
+        if enabled:
+            self.entries = self._read(self.path)
+
+    @classmethod
+    def _read(cls, path: Path) -> dict[str, dict]:
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(stored, dict) or stored.get("version") != cls.VERSION:
+            return {}
+        entries = stored.get("entries")
+        if not isinstance(entries, dict):
+            return {}
+        return {k: v for k, v in entries.items() if isinstance(v, dict)}
 
     @staticmethod
     def key(path: Path) -> str:
         stat = path.stat()
         return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
-    def get(self, path: Path) -> dict | None:
-        return self.entries.get(self.key(path)) if self.enabled else None
+    def get(self, path: Path, fields: tuple[str, ...]) -> dict | None:
+        """The stored record if it has an error or all of ``fields`` with the right types, else None."""
+        if not self.enabled:
+            return None
+        record = self.entries.get(self.key(path))
+        if record is None:
+            return None
+        if isinstance(record.get("error"), str):
+            return record
+        return record if all(isinstance(record.get(f), _FIELD_TYPES[f]) for f in fields) else None
 
     def put(self, path: Path, record: dict) -> dict:
         if self.enabled:
@@ -237,32 +277,33 @@ class _CheckMemo:
     def save(self) -> None:
         if not (self.enabled and self.dirty):
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.entries))
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # the memo only saves time; failing to write it must not fail the run
+        with contextlib.suppress(UnwritablePath):  # the memo only saves time: never fail the run
+            atomic_write(self.path, json.dumps({"version": self.VERSION, "entries": self.entries}))
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"width": int, "height": int, "mode": str,
+                                                    "fraction": (int, float), "binary": bool, "levels": int}
+_IMAGE_FIELDS = ("width", "height", "mode")
+_MASK_FIELDS = ("width", "height", "fraction", "binary", "levels")
 
 
 def _check_image(path: Path, memo: _CheckMemo) -> dict:
-    if (record := memo.get(path)) is not None:
+    if (record := memo.get(path, _IMAGE_FIELDS)) is not None:
         return record
     try:
-        img = _decode(path)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return memo.put(path, {"error": exc.__class__.__name__})
-    return memo.put(path, {"width": img.width, "height": img.height, "mode": img.mode})
+        img = open_image(path)
+    except BadImage as exc:
+        return {"error": exc.reason} if exc.transient else memo.put(path, {"error": exc.reason})
+    return memo.put(path, {"width": img.width, "height": img.height, "mode": img.info["source_mode"]})
 
 
 def _check_mask_file(path: Path, memo: _CheckMemo) -> dict:
-    if (record := memo.get(path)) is not None and "fraction" in record:
+    if (record := memo.get(path, _MASK_FIELDS)) is not None:
         return record
     try:
-        mask = np.asarray(_decode(path).convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return memo.put(path, {"error": exc.__class__.__name__})
+        mask = np.asarray(open_image(path).convert("L"))
+    except BadImage as exc:
+        return {"error": exc.reason} if exc.transient else memo.put(path, {"error": exc.reason})
     values = set(np.unique(mask).tolist())
     return memo.put(path, {"width": mask.shape[1], "height": mask.shape[0], "fraction": float((mask > 0).mean()),
                            "binary": values <= {0, 255} or values <= {0, 1}, "levels": len(values)})
@@ -278,12 +319,12 @@ def validate_category(category: Category, progress: bool = True, memo: bool = Tr
     kept: list[Sample] = []
     for sample in tqdm(category.samples, desc=f"checking {category.name}", unit="img",
                        disable=not progress, leave=False):
-        if sample.path.stat().st_size == 0:
-            category.add_problem(sample.path, "zero-byte image file; skipped")
-            continue
-        record = _check_image(sample.path, checks)
+        try:
+            record = _check_image(sample.path, checks)
+        except OSError as exc:  # stat of the memo key: the file vanished or its folder is not searchable
+            record = {"error": f"cannot read ({exc.strerror or exc})"}
         if "error" in record:
-            category.add_problem(sample.path, f"cannot decode image ({record['error']}); skipped")
+            category.add_problem(sample.path, f"{record['error']}; skipped")
             continue
         category.image_info[sample.path] = ImageInfo(record["width"], record["height"], record["mode"])
         if sample.mask_path is not None:
@@ -305,9 +346,12 @@ def validate_category(category: Category, progress: bool = True, memo: bool = Tr
 
 def _check_mask(category: Category, sample: Sample, image_size: tuple[int, int], memo: _CheckMemo) -> Sample:
     mask_path = sample.mask_path
-    record = _check_mask_file(mask_path, memo)
+    try:
+        record = _check_mask_file(mask_path, memo)
+    except OSError as exc:
+        record = {"error": f"cannot read ({exc.strerror or exc})"}
     if "error" in record:
-        category.add_problem(mask_path, f"cannot decode mask ({record['error']}); image kept without mask")
+        category.add_problem(mask_path, f"mask: {record['error']}; image kept without mask")
         return Sample(sample.path, sample.split, sample.label, None)
     if (record["width"], record["height"]) != image_size:
         category.add_problem(mask_path, f"mask is {record['width']}x{record['height']} but its image is "

@@ -12,8 +12,9 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import UserError
 
@@ -42,20 +43,58 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write `data` as indented JSON through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class UnwritablePath(UserError):
+    """A path we must write and cannot: its folder is a file, it is a folder, or writing is not permitted."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux: /proc/self/status)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=_json_default, allow_nan=False)
-            fh.write("\n")
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], object]) -> Path:
+    """Write ``content`` (bytes, text as UTF-8, or a function writing to a binary file) to ``path`` through a
+    uniquely named temporary file in the same folder and an atomic rename: readers see the old file or the
+    whole new one, and two processes writing the same path never share a temporary file. The file gets the
+    mode a plain ``open`` would (0o666 less the umask). A path that cannot be written raises ``UnwritablePath``."""
+    path = Path(path)
+    if path.is_dir():
+        raise UnwritablePath(f"cannot write {path}: it is a folder; remove it or choose another path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except (FileExistsError, NotADirectoryError):
+        raise UnwritablePath(f"cannot write {path}: a parent of it is a file, not a folder") from None
+    except OSError as exc:
+        raise UnwritablePath(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if callable(content):
+                content(fh)
+            else:
+                fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UnwritablePath(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     return path
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write `data` as indented JSON through ``atomic_write``."""
+    text = json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n"
+    return atomic_write(path, text)
 
 
 def read_json(path: str | os.PathLike) -> Any:

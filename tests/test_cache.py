@@ -61,3 +61,47 @@ def test_size_may_be_height_width(tmp_path):
     assert cache.image(path, 12).shape == (12, 12, 3)
     assert cache.image(path, (12, 12)) is cache.image(path, 12)  # a square tuple is the same entry
     assert DecodeCache(tmp_path / "c").image(path, (10, 30)).shape == (10, 30, 3)  # and from disk
+
+
+def _entry(folder):
+    (entry,) = [p for p in folder.iterdir() if p.suffix == ".npy"]
+    return entry
+
+
+def test_a_damaged_disk_entry_is_discarded_and_rebuilt(tmp_path):
+    path = tmp_path / "img.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    expected = DecodeCache(tmp_path / "c").image(path, 8)
+    entry = _entry(tmp_path / "c")
+    for damage in (b"", b"garbage", b"null", b"42"):
+        entry.write_bytes(damage)
+        cache = DecodeCache(tmp_path / "c")
+        assert np.array_equal(cache.image(path, 8), expected) and cache.decoded == 1
+    for wrong in (np.zeros((4, 4, 3), np.uint8), np.zeros((8, 8, 3), np.float32), np.array(None, dtype=object)):
+        np.save(entry, wrong, allow_pickle=True)
+        cache = DecodeCache(tmp_path / "c")
+        assert np.array_equal(cache.image(path, 8), expected) and cache.decoded == 1
+    assert np.array_equal(np.load(entry), expected)  # and the entry was replaced
+
+
+def test_an_unwritable_cache_folder_does_not_fail_the_decode(tmp_path):
+    path = tmp_path / "img.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(path)
+    (tmp_path / "c").write_text("a file where the cache folder should be")
+    assert DecodeCache(tmp_path / "c").image(path, 8)[0, 0].tolist() == [1, 2, 3]
+
+
+def test_a_bad_image_reaches_the_caller_with_its_reason(tmp_path):
+    import pytest
+
+    from inspectkit.imageio import BadImage
+    from tests.imagefiles import write_png_claiming
+
+    with pytest.raises(BadImage, match="above the limit"):
+        DecodeCache(tmp_path / "c").image(write_png_claiming(tmp_path / "bomb.png", 30000, 30000), 8)
+
+
+def test_16_bit_grey_is_decoded_in_scale(tmp_path):
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(path)  # 32896 / 65535 * 255 = 128
+    assert DecodeCache(tmp_path / "c").image(path, 8)[0, 0].tolist() == [128, 128, 128]

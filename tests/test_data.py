@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -137,4 +138,100 @@ def test_structural_errors_raise(editable_root):
         load_category(editable_root, "demo", progress=False)
     shutil.rmtree(cat / "train" / "good")
     with pytest.raises(UserError, match="no train/good"):
+        load_category(editable_root, "demo", progress=False)
+
+
+@pytest.mark.parametrize("name", ["../demo", "demo/../../etc", "a/b", "a\\b", "..", ".", "/tmp/demo", "C:demo", ""])
+def test_a_category_must_be_a_plain_folder_name(synthetic_root, name):
+    with pytest.raises(UserError, match="is not a category folder name"):
+        locate_category(synthetic_root, name)
+
+
+def test_path_like_category_is_refused_even_where_the_folder_exists(editable_root):
+    (editable_root / "nested").mkdir()
+    shutil.move(editable_root / "demo", editable_root / "nested" / "demo")
+    with pytest.raises(UserError, match="not a category folder name"):
+        load_category(editable_root, "nested/demo", progress=False)
+    with pytest.raises(UserError, match="not a category folder name"):
+        load_category(editable_root / "nested" / "demo", "../demo", progress=False)
+
+
+def test_a_decompression_bomb_and_high_bit_depth_images_in_a_category(editable_root):
+    from tests.imagefiles import write_png_claiming
+
+    good = editable_root / "demo/train/good"
+    write_png_claiming(good / "000.png", 30000, 30000)
+    grey16 = (np.asarray(Image.open(good / "001.png").convert("L")).astype(np.uint16) * 257)
+    Image.fromarray(grey16).save(good / "001.png")
+    category = load_category(editable_root, "demo", progress=False)
+    assert "above the limit" in _problem_for(category, "train/good/000.png")[0]
+    assert all(s.path.name != "000.png" for s in category.split_samples("train"))
+    assert category.image_info[good / "001.png"].mode == "I;16"  # kept, and its native mode is what is listed
+
+
+@pytest.mark.parametrize("stored", ["null", "42", '"text"', "[1, 2]", "{not json", '{"version": 2, "entries": 7}',
+                                    '{"version": 2, "entries": {"x": null}}', '{"a|1|2": {"width": 3}}'])
+def test_a_damaged_check_memo_is_discarded_and_rebuilt(editable_root, stored):
+    from inspectkit.cache import cache_root
+
+    memo = cache_root() / "checked_files.json"
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(stored)
+    category = load_category(editable_root, "demo", progress=False)
+    assert category.problems == [] and category.counts()["train"]["good"] == 12
+    assert '"version": 2' in memo.read_text()  # rewritten in the current shape
+
+
+def test_check_memo_entries_of_the_wrong_shape_are_checked_again(editable_root):
+    from inspectkit.cache import cache_root
+    from inspectkit.data import _CheckMemo
+
+    load_category(editable_root, "demo", progress=False)
+    memo = cache_root() / "checked_files.json"
+    stored = json.loads(memo.read_text())
+    key = _CheckMemo.key(editable_root / "demo/train/good/000.png")
+    stored["entries"][key] = {"width": "wide", "height": None}
+    memo.write_text(json.dumps(stored))
+    category = load_category(editable_root, "demo", progress=False)
+    assert category.image_info[editable_root / "demo/train/good/000.png"].width == 64
+
+
+def test_a_permission_failure_is_listed_and_not_remembered(editable_root, monkeypatch):
+    import PIL.Image
+
+    target = editable_root / "demo/train/good/004.png"
+    real_open = PIL.Image.open
+
+    def open_denying_target(path, *args, **kwargs):
+        if str(path) == str(target):
+            raise PermissionError(13, "Permission denied", str(path))  # root ignores chmod: deny the read itself
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", open_denying_target)
+    category = load_category(editable_root, "demo", progress=False)
+    assert "Permission denied" in _problem_for(category, "train/good/004.png")[0]
+    assert category.counts()["train"]["good"] == 11
+    monkeypatch.setattr(PIL.Image, "open", real_open)  # the file is readable again, with the same size and mtime
+    category = load_category(editable_root, "demo", progress=False)
+    assert _problem_for(category, "train/good/004.png") == [] and category.counts()["train"]["good"] == 12
+
+
+def test_an_unreadable_class_folder_is_listed_and_skipped(editable_root, monkeypatch):
+    from pathlib import Path
+
+    denied = editable_root / "demo/test/scratch"
+    real_iterdir = Path.iterdir
+
+    def iterdir_denying(self):
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir_denying)
+    category = load_category(editable_root, "demo", progress=False)
+    assert "cannot read folder (Permission denied)" in _problem_for(category, "test/scratch")[0]
+    assert category.defect_classes == ["hole", "stain"]
+    train = editable_root / "demo/train/good"
+    denied = train
+    with pytest.raises(UserError, match=rf"cannot read {train} \(Permission denied\)"):
         load_category(editable_root, "demo", progress=False)

@@ -38,3 +38,91 @@ def test_unwritable_out_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot write to --out"):
         ensure_writable_dir(tmp_path / "file" / "results")
     assert ensure_writable_dir(tmp_path / "new") == tmp_path / "new"
+
+
+def test_atomic_write_takes_bytes_text_or_a_writer(tmp_path):
+    from inspectkit.results import atomic_write
+
+    assert atomic_write(tmp_path / "a.bin", b"\x00\x01").read_bytes() == b"\x00\x01"
+    assert atomic_write(tmp_path / "sub" / "b.txt", "héllo").read_text(encoding="utf-8") == "héllo"
+    atomic_write(tmp_path / "c.npy", lambda fh: np.save(fh, np.arange(4)))
+    assert np.load(tmp_path / "c.npy").tolist() == [0, 1, 2, 3]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.bin", "b.txt", "c.npy", "sub"]
+
+
+def test_a_writer_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    from inspectkit.results import atomic_write
+
+    path = atomic_write(tmp_path / "r.bin", b"old")
+
+    def half_then_fail(fh):
+        fh.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half_then_fail)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["r.bin"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_honour_the_umask(tmp_path, umask, mode):
+    import os
+
+    from inspectkit.results import atomic_write, current_umask
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        path = write_json(tmp_path / "r.json", {"a": 1})
+        assert path.stat().st_mode & 0o777 == mode
+        assert atomic_write(tmp_path / "b.bin", b"x").stat().st_mode & 0o777 == mode
+    finally:
+        os.umask(old)
+
+
+def test_unwritable_targets_are_one_line_user_errors(tmp_path):
+    from inspectkit.results import UnwritablePath, atomic_write
+
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(UnwritablePath, match=r"folder\.json: it is a folder"):
+        write_json(tmp_path / "folder.json", {})
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UnwritablePath, match=r"cannot write .*afile/figures/x\.png: a parent of it is a file"):
+        atomic_write(tmp_path / "afile" / "figures" / "x.png", b"")
+    assert issubclass(UnwritablePath, UserError) and UnwritablePath.exit_code == 2
+
+
+def test_concurrent_writers_of_one_path_never_share_a_temporary(tmp_path):
+    import threading
+
+    from inspectkit.results import atomic_write
+
+    path, errors, started = tmp_path / "shared.bin", [], threading.Barrier(8)
+
+    def writer(k):
+        try:
+            started.wait()
+            for _ in range(20):
+                atomic_write(path, lambda fh: fh.write(bytes([k]) * 1000))
+        except Exception as exc:  # a shared temporary name shows as FileNotFoundError here
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    data = path.read_bytes()
+    assert len(data) == 1000 and len(set(data)) == 1  # one writer's whole file, never a mix
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.bin"]
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    import hashlib
+
+    from inspectkit.results import sha256_file
+
+    data = bytes(range(256)) * 5000
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f", chunk=4096) == hashlib.sha256(data).hexdigest()

@@ -1,0 +1,125 @@
+"""Opening image files safely: one decoder for the whole toolkit, and one image-folder listing.
+
+``open_image`` refuses decompression bombs (more than ``MAX_IMAGE_PIXELS``), reports every failure as a
+``BadImage`` with a one-line reason, and scales high-bit-depth images (16-bit, 32-bit int, float) to 8 bits.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+# 16384 x 16384 = 268 megapixels: well beyond any inspection camera (MVTec AD images are at most 1024 x 1024,
+# a 150-megapixel sensor is 14204 x 10652), yet a file claiming more could ask for gigabytes when decoded.
+MAX_IMAGE_SIDE = 16_384
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+# Pillow warns above its own limit and raises above twice it; make its limit ours, and check ours first.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_DECODE_ERRORS = (UnidentifiedImageError, SyntaxError, ValueError, EOFError, struct.error)
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; ``reason`` is one line, e.g. for a list of skipped files.
+
+    ``transient`` is True when the cause is the file system (permission denied, file gone), not the bytes: such a
+    result must not be remembered, because the next run may read the file.
+    """
+
+    def __init__(self, path: Path, reason: str, transient: bool = False) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.transient = transient
+
+
+def too_large_reason(width: int, height: int) -> str:
+    return (f"image is {width}x{height} pixels ({width * height:,}), above the limit of {MAX_IMAGE_PIXELS:,} pixels "
+            f"({MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, inspectkit.imageio.MAX_IMAGE_PIXELS)")
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Decode ``path`` fully and return it in an 8-bit mode (L, RGB, RGBA, ...); ``info["source_mode"]`` keeps
+    the file's own mode. Raises ``BadImage`` for an empty, unreadable, undecodable or too large file."""
+    path = Path(path)
+    try:
+        if os.stat(path).st_size == 0:
+            raise BadImage(path, "zero-byte image file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own check below says it better
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise BadImage(path, too_large_reason(img.width, img.height))
+                img.load()
+                source_mode = img.mode
+                image = to_8bit(img)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own check (at twice our limit) came first, in open()
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)):,} pixels" if claimed else "more pixels than that"
+        raise BadImage(path, f"image has {size}, above the limit of {MAX_IMAGE_PIXELS:,} pixels "
+                             f"({MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}, inspectkit.imageio.MAX_IMAGE_PIXELS)") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the file system, not the bytes: permission denied, no such file, ...
+            raise BadImage(path, f"cannot read ({exc.strerror or errno.errorcode.get(exc.errno, exc)})",
+                           transient=True) from None
+        raise BadImage(path, f"cannot decode image ({exc.__class__.__name__})") from None
+    except _DECODE_ERRORS as exc:
+        raise BadImage(path, f"cannot decode image ({exc.__class__.__name__})") from None
+    image.info["source_mode"] = source_mode
+    return image
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """The image in an 8-bit mode. 16-bit grey is scaled by its bit depth (65535 -> 255); 32-bit int by 65535
+    when its values fit 16 bits, else by its range; float by 255 when its values lie in 0..1, else by its range.
+    Pillow's own ``convert`` would clip these at 255 instead, turning most of an image white."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(img).astype(np.float64)
+        return _grey(values / 65535.0)
+    if img.mode == "I":
+        values = np.asarray(img).astype(np.float64)
+        if values.size and values.min() >= 0 and values.max() <= 65535:
+            return _grey(values / (255.0 if values.max() <= 255 else 65535.0))
+        return _grey(_by_range(values))
+    if img.mode == "F":
+        values = np.asarray(img).astype(np.float64)
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        if values.size and values.min() >= 0 and values.max() <= 1:
+            return _grey(values)
+        return _grey(_by_range(values))
+    return img
+
+
+def _by_range(values: np.ndarray) -> np.ndarray:
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def _grey(unit: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.rint(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L")
+
+
+def is_image_file(path: Path) -> bool:
+    """A visible file with an image suffix (the file itself is not opened)."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def list_image_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """``(images, others)`` directly in ``folder``, sorted; ``others`` are entries that are not image files.
+    An unreadable folder raises the ``OSError`` (callers decide whether that skips the folder or ends the run)."""
+    images, others = [], []
+    for path in sorted(folder.iterdir()):
+        (images if is_image_file(path) else others).append(path)
+    return images, others
