@@ -20,6 +20,7 @@ import torch
 
 from inspectkit.attempts import select_attempts
 from inspectkit.cache import DecodeCache
+from inspectkit.classifier import check_trainable
 from inspectkit.cli import (
     add_data_args,
     add_model_args,
@@ -29,11 +30,12 @@ from inspectkit.cli import (
     resolve_weights,
     run,
     script_parser,
+    seed,
 )
 from inspectkit.errors import UserError
-from inspectkit.models import build_model, check_arch, describe_weights, resolve_device
+from inspectkit.models import check_arch, describe_weights, resolve_device
 from inspectkit.results import ensure_writable_dir, provenance, write_json
-from inspectkit.splits import make_splits
+from inspectkit.splits import check_split_count, make_splits
 from inspectkit.training import train_attempt
 
 
@@ -48,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="override every attempt's input size in pixels, e.g. 64 for a quick test; "
                              "if not given, each attempt's own")
     parser.add_argument("--splits", type=int, default=5, help="number of stratified splits, K")
-    parser.add_argument("--seed", type=int, default=0, help="seed of split k is seed + k; seeds training too")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of split k is seed + k; seeds training too")
     add_out_arg(parser)
     return parser
 
@@ -57,20 +59,18 @@ def main(args: argparse.Namespace) -> None:
     attempts = select_attempts(args.attempt)
     check_arch(args.arch)
     resolve_weights(args)
-    if args.weights not in ("imagenet", "none"):
-        build_model(args.arch, args.weights)  # a missing, corrupt or mismatched weights file fails before data work
-    if args.splits < 1:
-        raise UserError(f"--splits must be at least 1 (got {args.splits})")
+    check_split_count(args.splits)
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1 (got {args.epochs})")
     if args.image_size is not None and args.image_size < 32:
         raise UserError(f"--image-size must be at least 32 pixels (got {args.image_size})")
     device = resolve_device(args.device)
-    out = ensure_writable_dir(args.out)
+    # everything that can fail is checked before the first write, so a failing run leaves --out as it was:
+    check_trainable(args.arch, args.weights)  # unsupported arch; weights missing, corrupt, for another arch, offline
     category = resolve_category(args)
+    manifest = make_splits(category, args.splits, args.seed)  # too few images, too many splits
+    out = ensure_writable_dir(args.out)
     torch.manual_seed(args.seed)
-
-    manifest = make_splits(category, args.splits, args.seed)
     weights_info = describe_weights(args.weights)
     common = {"seed": args.seed, "weights": weights_info, "data_root": data_root_of(category), "demo": category.demo}
     write_json(out / f"splits_{category.name}.json", {**manifest, "provenance": provenance(**common)})

@@ -29,6 +29,15 @@ def backbone_stages(model: nn.Module, arch: str) -> list[nn.Module]:
                     "block or ResNet layers (e.g. resnet18, resnet50, mobilenet_v2, efficientnet_b0, squeezenet1_1)")
 
 
+def check_trainable(arch: str, weights: str) -> dict:
+    """Build ``arch`` with ``weights`` once and check that it can be cut into trunk and tail, so that a bad
+    --arch or --weights (unsupported model, no internet for imagenet, a file for another model) fails before a
+    script writes anything. Returns the weights record."""
+    backbone, weights_info = build_model(arch, weights)
+    backbone_stages(backbone, arch)
+    return weights_info
+
+
 def _resolution_levels(stages: list[nn.Module], probe_size: int = 224) -> tuple[list[int], int]:
     """The output height of each stage on a probe image, and the channel count of the last one."""
     heights = []

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .data import DATA_ROOT_ENV, DEFAULT_CATEGORY, DEFAULT_DATA_ROOT, Category, load_category
+from .data import DATA_ROOT_ENV, DEFAULT_CATEGORY, DEFAULT_DATA_ROOT, Category, check_category_name, load_category
 from .errors import UserError
 
 DEFAULT_OUT = "results"
@@ -74,6 +74,26 @@ class _DemoAction(argparse.Action):
 WEIGHTS_HELP = ("imagenet (torchvision's weights API; needs internet or its cache), none (random init), "
                 "or PATH to a state_dict file for --arch, e.g. mobilenet_v2.pth (see the README for getting one "
                 f"onto a machine without internet); {DEMO_WEIGHTS} with --demo")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type`` for seeds and counts that may be 0: a whole number >= 0, else argparse's one-line error
+    naming the flag (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse ``type`` of every ``--seed``: 0 .. 2**32 - 1 (what numpy and scikit-learn accept)."""
+    value = non_negative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32, got {value}")
+    return value
 
 
 def add_data_args(parser: argparse.ArgumentParser, category_default: str | None = DEFAULT_CATEGORY) -> None:
@@ -142,10 +162,12 @@ def data_root_of(category: Category) -> Path:
 
 def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
-    """Parse ``argv`` and call ``main``; a UserError exits with its code (2 for bad input) and one line,
-    Ctrl-C exits 130."""
+    """Parse ``argv``, check ``--category`` is a plain folder name, and call ``main``; a UserError exits with its
+    code (2 for bad input) and one line, Ctrl-C exits 130."""
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "category", None) is not None:  # every script's --category, before any work
+            check_category_name(args.category)
         main(args)
     except UserError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

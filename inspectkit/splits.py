@@ -13,6 +13,7 @@ from .data import Category
 from .errors import UserError
 
 DEFAULT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+MAX_SPLITS = 100  # beyond this the splits repeat each other and the checkpoints alone fill a disk
 PARTS = ("train", "val", "test")
 
 
@@ -72,15 +73,27 @@ def split_once(labels: list[str], seed: int, fractions: dict[str, float]) -> tup
     return parts, adjustments
 
 
+def check_split_count(n_splits: int) -> int:
+    """``n_splits`` if it is 1 .. MAX_SPLITS; a UserError naming ``--splits`` otherwise."""
+    if not 1 <= n_splits <= MAX_SPLITS:
+        raise UserError(f"--splits must be 1 to {MAX_SPLITS} (got {n_splits}); each split trains and saves "
+                        "its own models, 5 is the usual choice")
+    return n_splits
+
+
 def make_splits(category: Category, n_splits: int, seed: int,
                 fractions: dict[str, float] | None = None) -> dict:
     """The split manifest: pooled images with hashes and ``n_splits`` stratified splits (seeds seed..seed+K-1)."""
     fractions = dict(fractions or DEFAULT_FRACTIONS)
-    if n_splits < 1:
-        raise UserError(f"--splits must be at least 1 (got {n_splits})")
+    check_split_count(n_splits)
     images, adjustments = pooled_images(category)
     labels = [img["label"] for img in images]
     _check_class_sizes(labels, category.class_names)
+    rarest, fewest = min(Counter(labels).items(), key=lambda item: (item[1], item[0]))
+    if n_splits > fewest:
+        raise UserError(f"--splits {n_splits} is more than the {fewest} images of the rarest class '{rarest}': "
+                        f"the splits could not differ in its test images; use --splits {min(5, fewest)} "
+                        f"(at most {fewest})")
     splits = []
     for k in range(n_splits):
         parts, moved = split_once(labels, seed + k, fractions)

@@ -104,3 +104,29 @@ def test_run_all_demo_weights_are_the_scripts_demo_weights():
 
     assert run_all._model_flags(run_all.get_args_parser().parse_args(["--demo"]))[-2:] == ["--weights",
                                                                                            cli.DEMO_WEIGHTS]
+
+
+@pytest.mark.parametrize("script", ["stats", "train", "evaluate", "export_labels", "build_report", "run_all"])
+@pytest.mark.parametrize("category", ["../outside", "a/b", "/abs/path", "..", "a\\b"])
+def test_every_script_refuses_a_path_like_category_in_one_line(script, category, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    module = importlib.import_module(script)
+    monkeypatch.chdir(tmp_path)
+    called = []
+    monkeypatch.setattr(module, "main", lambda args: called.append(args))
+    with pytest.raises(SystemExit) as exc:
+        run(module.main, module.get_args_parser(), ["--category", category])
+    assert exc.value.code == 2 and not called
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"--category {category!r} is not a category folder name" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_non_negative_int_and_seed_types():
+    assert cli.non_negative_int("0") == 0 and cli.seed("4294967295") == 2**32 - 1
+    for bad in ("-1", "1.5", "x", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.non_negative_int(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="below 2"):
+        cli.seed(str(2**32))

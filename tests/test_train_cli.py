@@ -127,7 +127,10 @@ def weight_files(tmp_path_factory):
     (["--weights", "WEIGHTS/squeezenet.pth"], "does not fit --arch mobilenet_v2"),
     (["--weights", "WEIGHTS/corrupt.pth"], "cannot read weights file"),
     (["--weights", "WEIGHTS/missing.pth"], "not found"),
-    (["--splits", "0"], "--splits must be at least 1"),
+    (["--splits", "0"], "--splits must be 1 to 100 (got 0)"),
+    (["--splits", "1000"], "--splits must be 1 to 100 (got 1000)"),
+    (["--arch", "regnet_x_400mf"], "--arch regnet_x_400mf is not supported for training"),
+    (["--category", "../demo"], "is not a category folder name"),
 ])
 def test_bad_train_input_exits_2_without_json(extra, message, synthetic_root, weight_files, tmp_path, capsys):
     out = tmp_path / "results"
@@ -188,3 +191,47 @@ def test_train_attempt_3_as_written_without_data_exits_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "hazelnut" in proc.stderr and "--data-root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [("--seed", "-1", "argument --seed: must be >= 0, got -1"),
+                                                  ("--seed", "x", "argument --seed: must be a whole number"),
+                                                  ("--seed", str(2**32), "argument --seed: must be below 2**32")])
+def test_a_bad_seed_is_refused_by_the_parser_naming_the_flag(flag, value, message, synthetic_root,
+                                                                        tmp_path, capsys):
+    out = tmp_path / "results"
+    code, _, stderr = _run(train, ["--data-root", str(synthetic_root), flag, value, "--out", str(out)], capsys)
+    assert code == 2 and message in stderr and "Traceback" not in stderr and "stratify" not in stderr
+    assert not out.exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("failing", [["--arch", "regnet_x_400mf"], ["--splits", "7"], ["--weights", "imagenet"]])
+def test_a_failing_run_leaves_out_as_it_was(failing, synthetic_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "results"
+    argv = ["--attempt", "2", "--category", "demo", "--data-root", str(synthetic_root), "--image-size", "32",
+            "--epochs", "1", "--splits", "1", "--arch", "mobilenet_v2", "--weights", "none", "--out", str(out)]
+    assert _run(train, argv, capsys)[0] == 0
+    before = _snapshot(out)
+
+    def no_network(*args, **kwargs):
+        raise OSError("this test has no network")
+
+    monkeypatch.setattr("socket.socket.connect", no_network)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # no cached ImageNet weights either
+    code, _, stderr = _run(train, [*argv, "--seed", "3", *failing], capsys)
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert _snapshot(out) == before  # splits_demo.json still matches the attempt files
+
+
+def test_more_splits_than_the_rarest_class_has_images_is_refused(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "results"
+    code, _, stderr = _run(train, ["--category", "demo", "--data-root", str(synthetic_root), "--arch", "mobilenet_v2",
+                                   "--weights", "none", "--splits", "5", "--out", str(out)], capsys)
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].endswith("--splits 5 is more than the 4 images of the rarest class "
+                                                    "'hole': the splits could not differ in its test images; "
+                                                    "use --splits 4 (at most 4)")
+    assert not list(out.rglob("*.json"))
