@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import sys
 from pathlib import Path
 
 import torch
@@ -25,22 +27,25 @@ from inspectkit.cli import (
     add_device_arg,
     add_out_arg,
     data_root_of,
+    non_negative_int,
     resolve_category,
     run,
     script_parser,
 )
-from inspectkit.data import IMAGE_SUFFIXES
 from inspectkit.errors import UserError
 from inspectkit.figures.training import confusion_matrix_figure, learning_curves_figure, misclassified_gallery
+from inspectkit.imageio import read_image_folder
 from inspectkit.metrics import SUMMARY_METRICS, paired_differences, summarize_splits
 from inspectkit.models import resolve_device
-from inspectkit.results import ensure_writable_dir, provenance, read_json, write_json
+from inspectkit.results import atomic_write, check_output_file, ensure_writable_dir, provenance, write_json
 from inspectkit.training import (
     checkpoint_path,
     classifier_from_checkpoint,
     load_checkpoint,
     predict,
+    read_attempt_result,
     rescore_attempt,
+    retrain_command,
 )
 
 GALLERY_SIZE = 160
@@ -55,7 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_device_arg(parser)
     parser.add_argument("--images", default=None,
                         help="folder of images to classify with --attempt's checkpoint instead of evaluating")
-    parser.add_argument("--split", type=int, default=0,
+    parser.add_argument("--split", type=non_negative_int, default=0,
                         help="with --images: which split's checkpoint to use")
     parser.add_argument("--csv", default=None, help="with --images: also write the predictions to this CSV file")
     add_out_arg(parser)
@@ -64,7 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def _trained_results(out: Path, attempt_choice: str) -> list[dict]:
     numbers = [a.number for a in select_attempts(attempt_choice)]
-    found = [read_json(out / f"attempt_{n}.json") for n in numbers if (out / f"attempt_{n}.json").is_file()]
+    found = [read_attempt_result(out / f"attempt_{n}.json", out) for n in numbers
+             if (out / f"attempt_{n}.json").is_file()]
     if not found:
         raise UserError(f"no trained attempts in {out} (no attempt_N.json); run first: python train.py "
                         f"--attempt {attempt_choice} --out {out} (with your data flags)")
@@ -75,24 +81,20 @@ def predict_folder(args: argparse.Namespace) -> None:
     attempts = select_attempts(args.attempt)
     if len(attempts) != 1:
         raise UserError("--images needs one attempt: pass --attempt 1, 2, 3 or 4")
-    folder = Path(args.images)
-    if not folder.is_dir():
-        raise UserError(f"--images {folder} is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    if args.csv:
+        check_output_file(args.csv, "--csv")
     path = checkpoint_path(Path(args.out), attempts[0].number, args.split)
     if not path.is_file():
-        raise UserError(f"no checkpoint {path}; run first: python train.py --attempt {attempts[0].number} "
-                        f"--out {args.out} (with your data flags)")
-    checkpoint = load_checkpoint(path)
+        raise UserError(f"no checkpoint {path}; run first: {retrain_command(Path(args.out), attempts[0].number)}")
+    checkpoint = load_checkpoint(path, retrain_command(Path(args.out), attempts[0].number))
     device = resolve_device(args.device)
     model = classifier_from_checkpoint(checkpoint).to(device)
     cache = DecodeCache()
-    try:
-        images = torch.stack([cache.image_tensor(f, checkpoint["config"]["image_size"]) for f in files])
-    except OSError as exc:
-        raise UserError(f"cannot decode an image in {folder} ({exc}); remove or fix it") from None
+    size = checkpoint["config"]["image_size"]
+    files, tensors, skipped = read_image_folder(args.images, lambda f: cache.image_tensor(f, size))
+    for file, reason in skipped:
+        print(f"skipped {file}: {reason}", file=sys.stderr)
+    images = torch.stack(tensors)
     probs = predict(model, images, device, checkpoint["config"].get("test_time_views", 1))
     names = checkpoint["class_names"]
     rows = [{"file": str(f), "class": names[int(p.argmax())], "probability": round(float(p.max()), 4)}
@@ -100,10 +102,11 @@ def predict_folder(args: argparse.Namespace) -> None:
     for row in rows:
         print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["file", "class", "probability"])
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=["file", "class", "probability"])
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(args.csv, text.getvalue())
 
 
 def compare(results: list[dict]) -> dict:

@@ -1,4 +1,4 @@
-"""Opening image files safely: one decoder for the whole toolkit, and one image-folder listing.
+"""Opening image files safely: one decoder for the whole toolkit, one image-folder listing and one folder reader.
 
 ``open_image`` refuses decompression bombs (more than ``MAX_IMAGE_PIXELS``), reports every failure as a
 ``BadImage`` with a one-line reason, and scales high-bit-depth images (16-bit, 32-bit int, float) to 8 bits.
@@ -11,10 +11,16 @@ import os
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .errors import UserError
+
+Decoded = TypeVar("Decoded")
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
@@ -123,3 +129,33 @@ def list_image_files(folder: Path) -> tuple[list[Path], list[Path]]:
     for path in sorted(folder.iterdir()):
         (images if is_image_file(path) else others).append(path)
     return images, others
+
+
+def read_image_folder(folder: str | os.PathLike, decode: Callable[[Path], Decoded], flag: str = "--images",
+                      ) -> tuple[list[Path], list[Decoded], list[tuple[Path, str]]]:
+    """Decode every image file directly in ``folder`` with ``decode`` (e.g. ``DecodeCache.image``): the one policy
+    for a folder of images a user points at. A file that cannot be used is skipped and returned with its reason in
+    ``skipped``; the run goes on. A UserError naming ``flag`` only when the folder is missing or unreadable, holds
+    no image files, or none of them decodes. Returns ``(files, decoded, skipped)``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{flag} {folder} {what}; pass a folder of images")
+    try:
+        candidates, _ = list_image_files(folder)
+    except OSError as exc:
+        raise UserError(f"cannot read {flag} {folder} ({exc.strerror or exc}); make it readable") from None
+    if not candidates:
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {flag} {folder}")
+    files, decoded, skipped = [], [], []
+    for path in candidates:
+        try:
+            decoded.append(decode(path))
+        except BadImage as exc:
+            skipped.append((path, exc.reason))
+            continue
+        files.append(path)
+    if not files:
+        raise UserError(f"none of the {len(candidates)} images in {flag} {folder} could be used "
+                        f"(first: {skipped[0][0].name}: {skipped[0][1]})")
+    return files, decoded, skipped

@@ -12,7 +12,6 @@ import os
 import re
 import shlex
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from .errors import UserError
 from .metrics import paired_differences
-from .results import REPO_ROOT, git_commit, read_json
+from .results import REPO_ROOT, atomic_write, git_commit, read_json
 
 TEMPLATES_DIR = REPO_ROOT / "templates"
 MAX_PAGES = 3
@@ -103,6 +102,10 @@ def collect_inputs(results_dir: str | os.PathLike, category: str | None = None) 
             except (OSError, ValueError) as exc:
                 raise UserError(f"cannot read {path} ({exc.__class__.__name__}: {str(exc)[:80]}); "
                                 "re-run the script that writes it") from None
+            said = found[key].get("category") if isinstance(found[key], dict) else None
+            if said is not None and said != category:  # e.g. a file copied from another category's results
+                raise UserError(f"{path} holds results for category '{said}', not '{category}'; re-run the script "
+                                f"that writes it for --category {category}, or pass --category {said}")
     provs = [d.get("provenance") or {} for d in found.values() if isinstance(d, dict)]
     demo = any(p.get("demo_data") for p in provs)
     data_root = next((p["data_root"] for p in provs if p.get("data_root")), None)
@@ -620,15 +623,5 @@ def render_report(context: dict, base_url: str | os.PathLike) -> Rendered:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write bytes or text through a temporary file and an atomic rename: no half-written report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write bytes or text through ``results.atomic_write``: no half-written report, and the umask honoured."""
+    return atomic_write(path, data)

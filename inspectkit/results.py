@@ -33,6 +33,21 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return out
 
 
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Check, before any work, that the file an output flag (``--csv``) names can be written: not a folder, in a
+    folder that exists. A UserError naming ``flag`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file path, e.g. {path / 'predictions.csv'}")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is a file, not a folder" if parent.exists() else "does not exist"
+        raise UserError(f"{flag} {path}: the folder {parent} {what}; create it or choose another path")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{flag} {path}: the folder {parent} is not writable; choose another path")
+    return path
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
@@ -101,6 +116,49 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file written by `write_json`."""
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+Fields = dict[str, type | tuple[type, ...]]  # dotted path ("test.macro_f1.mean") -> the type(s) it must have
+NUMBER = (int, float)
+
+
+def schema_problem(data: Any, fields: Fields) -> str | None:
+    """What is wrong with ``data`` against ``fields`` (the first missing or mistyped field), or None."""
+    if not isinstance(data, dict):
+        return f"it holds {type(data).__name__ if data is not None else 'null'}, not an object"
+    for dotted, types in fields.items():
+        value: Any = data
+        for i, part in enumerate(parts := dotted.split(".")):
+            if not isinstance(value, dict) or part not in value:
+                return f"it has no field '{'.'.join(parts[:i + 1])}'"
+            value = value[part]
+        wanted = types if isinstance(types, tuple) else (types,)
+        if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
+            names = " or ".join(t.__name__ for t in wanted)
+            return f"its field '{dotted}' is {type(value).__name__}, not {names}"
+    return None
+
+
+def read_result(path: str | os.PathLike, fields: Fields, remake: str, *, category: str | None = None) -> dict:
+    """Read a result JSON made by an earlier step and check it once, here: valid JSON, an object with ``fields``,
+    and (if given) this ``category``. Anything else is a UserError naming the file, what is wrong, and ``remake``,
+    the command that makes the file again."""
+    path = Path(path)
+    try:
+        data = read_json(path)
+    except UnicodeDecodeError:
+        problem = "it is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        problem = "it is empty" if not exc.doc.strip() else f"it is not valid JSON (line {exc.lineno}: {exc.msg})"
+    except OSError as exc:
+        problem = f"it cannot be read ({exc.strerror or exc})"
+    else:
+        problem = schema_problem(data, fields)
+        if problem is None and category is not None and "category" in data and data["category"] != category:
+            problem = f"it is for category '{data['category']}', not '{category}'"
+    if problem is not None:
+        raise UserError(f"{path} is damaged or not the file expected: {problem}; make it again with: {remake}")
+    return data
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -22,7 +22,8 @@ from .cache import DecodeCache
 from .classifier import Classifier, build_classifier
 from .data import Category
 from .errors import UserError
-from .metrics import classification_metrics, summarize_splits
+from .metrics import SUMMARY_METRICS, classification_metrics, summarize_splits
+from .results import NUMBER, Fields, atomic_write, read_result, schema_problem
 
 EVAL_BATCH = 32
 
@@ -177,21 +178,42 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
+# What evaluate.py, export and the report read from a checkpoint and from an attempt_N.json: checked once, on reading.
+CHECKPOINT_FIELDS: Fields = {"model": dict, "arch": str, "class_names": list, "config.image_size": int,
+                             "config.train_levels": int, "config.head": str, "config.head_hidden": int,
+                             "config.head_dropout": NUMBER}
+ATTEMPT_FIELDS: Fields = {"attempt": int, "category": str, "class_names": list, "splits": list,
+                          "config.name": str, "config.what_changed": str, "config.epochs": int,
+                          "config.image_size": int, "timing.wall_s": NUMBER, "test.per_class_recall": dict,
+                          **{f"test.{m}.{k}": NUMBER for m in SUMMARY_METRICS for k in ("mean", "std")},
+                          **{f"test.{m}.values": list for m in SUMMARY_METRICS}}
+
+
+def retrain_command(out: Path, attempt: int | str) -> str:
+    return f"python train.py --attempt {attempt} --out {out} (with the data, --arch and --weights flags used before)"
+
+
 def save_checkpoint(path: Path, checkpoint: dict) -> Path:
-    """``torch.save`` a plain dict through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
-    return path
+    """``torch.save`` a plain dict through ``atomic_write`` (a unique temporary file, then a rename)."""
+    return atomic_write(path, lambda fh: torch.save(checkpoint, fh))
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint written by ``save_checkpoint``, read with ``weights_only=True``."""
+def load_checkpoint(path: Path, remake: str = "python train.py (with the flags used before)") -> dict:
+    """A checkpoint written by ``save_checkpoint``, read with ``weights_only=True`` and checked for the fields
+    that rebuilding the classifier needs; a UserError naming the file and ``remake`` otherwise."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise UserError(f"cannot read checkpoint {path} ({exc.__class__.__name__}); rerun train.py") from None
+        raise UserError(f"cannot read checkpoint {path} ({exc.__class__.__name__}); make it again with: "
+                        f"{remake}") from None
+    if (problem := schema_problem(checkpoint, CHECKPOINT_FIELDS)) is not None:
+        raise UserError(f"{path} is not a train.py checkpoint: {problem}; make it again with: {remake}")
+    return checkpoint
+
+
+def read_attempt_result(path: Path, out: Path) -> dict:
+    """An ``attempt_N.json`` written by train.py, checked for every field its readers use."""
+    return read_result(path, ATTEMPT_FIELDS, retrain_command(out, path.stem.removeprefix("attempt_")))
 
 
 def checkpoint_path(out: Path, attempt: int, split: int) -> Path:
@@ -399,9 +421,11 @@ def rescore_attempt(result: dict, category: Category, out: Path, device: torch.d
     for k in range(len(result["splits"])):
         path = checkpoint_path(out, number, k)
         if not path.is_file():
-            raise UserError(f"no checkpoint {path}; run: python train.py --attempt {number} --out {out} "
-                            f"(with the data, --arch and --weights flags used before)")
-        checkpoint = load_checkpoint(path)
+            raise UserError(f"no checkpoint {path}; run: {retrain_command(out, number)}")
+        checkpoint = load_checkpoint(path, retrain_command(out, number))
+        if (problem := schema_problem(checkpoint, {"split.test": list})) is not None:  # which images it held out
+            raise UserError(f"{path} is not a train.py checkpoint: {problem}; make it again with: "
+                            f"{retrain_command(out, number)}")
         model = classifier_from_checkpoint(checkpoint).to(device)
         files = checkpoint["split"]["test"]
         missing = [f for f in files if f not in label_of]

@@ -149,7 +149,10 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
 def test_corrupt_checkpoint_is_a_user_error(tmp_path):
     path = tmp_path / "split_0.pt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match=r"rerun train\.py"):
+    with pytest.raises(UserError, match=r"cannot read checkpoint .*split_0\.pt .*make it again with: python train\.py"):
+        load_checkpoint(path)
+    torch.save({"model": {}, "arch": "mobilenet_v2"}, path)  # a torch file, but not one train.py wrote
+    with pytest.raises(UserError, match=r"split_0\.pt is not a train\.py checkpoint: it has no field 'class_names'"):
         load_checkpoint(path)
 
 
@@ -174,10 +177,11 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
 
 
 def test_short_run_from_random_init_beats_chance_on_an_easy_set(tmp_path):
+    """A full fine-tune (every level trained) learns: one split is enough to tell it from chance (macro-F1 ~0.33)."""
     make_category(tmp_path, "easy", image_size=48, n_train=24, n_test_good=6, n_per_defect=15,
                   defects=("hole", "stain"), seed=1)
     category = load_category(tmp_path, "easy", progress=False)
-    manifest = make_splits(category, n_splits=2, seed=0)
+    manifest = make_splits(category, n_splits=1, seed=0)
     attempt = replace(ATTEMPTS[2], image_size=48, train_levels=99, epochs=12, batch_size=8, augmented_views=8,
                       early_stopping_patience=None, lr_backbone=1e-3, lr_head=1e-3)
     torch.manual_seed(0)

@@ -11,18 +11,14 @@ matplotlib.use("Agg")  # figures are files; never open a window
 
 import matplotlib.pyplot as plt
 
+from ..results import atomic_write
+
 DPI = 150
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG through a temporary file and an atomic rename, then close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    """Save ``fig`` as PNG through ``results.atomic_write``, then close it."""
     try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
+        return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI, bbox_inches="tight"))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
