@@ -19,7 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-from inspectkit.cli import DEMO_WEIGHTS, add_data_args, add_device_arg, add_out_arg, run, script_parser
+from inspectkit.cli import (
+    DEMO_WEIGHTS,
+    add_data_args,
+    add_device_arg,
+    add_out_arg,
+    check_demo_flags,
+    run,
+    script_parser,
+)
 from inspectkit.errors import UserError
 from inspectkit.report import collect_inputs
 from inspectkit.results import ensure_writable_dir
@@ -130,6 +138,7 @@ def summary_rows(out: Path, category: str | None, timings: dict[str, float], rep
 
 
 def main(args: argparse.Namespace) -> dict:
+    check_demo_flags(args)  # as each script does: --demo with --data-root or --category is refused, not ignored
     out = ensure_writable_dir(args.out)
     steps = args.only or list(STEPS)
     timings: dict[str, float] = {}

@@ -140,15 +140,25 @@ def add_out_arg(parser: argparse.ArgumentParser) -> None:
                         help=f"folder for JSON results and figures; {DEMO_OUT} with --demo")
 
 
+def check_demo_flags(args: argparse.Namespace) -> None:
+    """With ``--demo``, refuse ``--data-root`` and a ``--category`` other than the synthetic one: both would be
+    ignored otherwise. Every script (and run_all.py, before its first step) calls this."""
+    if not getattr(args, "demo", False):
+        return
+    from .synthetic import DEMO_CATEGORY
+
+    if args.category not in (None, DEMO_CATEGORY):
+        raise UserError(f"--demo uses the synthetic category '{DEMO_CATEGORY}'; drop --category {args.category}")
+    if args.data_root:
+        raise UserError("--demo generates its own data; drop --data-root")
+
+
 def resolve_category(args: argparse.Namespace, *, validate: bool = True, progress: bool = True) -> Category:
     """Load the category the flags name; with ``--demo``, generate and use the synthetic one."""
     if getattr(args, "demo", False):
         from .synthetic import DEMO_CATEGORY, demo_root
 
-        if args.category not in (None, DEMO_CATEGORY):
-            raise UserError(f"--demo uses the synthetic category '{DEMO_CATEGORY}'; drop --category {args.category}")
-        if args.data_root:
-            raise UserError("--demo generates its own data; drop --data-root")
+        check_demo_flags(args)
         root = demo_root()
         args.category = DEMO_CATEGORY
         return load_category(root, DEMO_CATEGORY, validate=validate, progress=progress, demo=True)

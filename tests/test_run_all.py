@@ -81,3 +81,17 @@ def test_step_failure_names_the_step(tmp_path, monkeypatch):
     monkeypatch.setattr(run_all.importlib, "import_module", lambda m: fake)
     with pytest.raises(UserError, match="step stats failed: no data here"):
         run_all.main(_args("--demo", "--out", str(tmp_path)))
+
+
+@pytest.mark.parametrize("extra, says", [(["--data-root", "DIR"], "--demo generates its own data; drop --data-root"),
+                                         (["--category", "bottle"], "drop --category bottle"),
+                                         (["--data-root", "DIR", "--category", "bottle"], "drop --category bottle")])
+def test_demo_with_data_flags_is_refused_before_any_step(extra, says, tmp_path, monkeypatch, capsys):
+    steps = []
+    monkeypatch.setattr(run_all.importlib, "import_module", lambda m: steps.append(m))
+    argv = ["--demo", "--out", str(tmp_path / "out"), *[a.replace("DIR", str(tmp_path)) for a in extra]]
+    with pytest.raises(SystemExit) as exc:
+        run_all.run(run_all.main, run_all.get_args_parser(), argv)
+    assert exc.value.code == 2 and steps == [] and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and says in err
