@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..data import Category
 from ..errors import UserError
+from ..imageio import open_image
 from .instances import Instance, mask_instances
 from .output import resized_size
 
@@ -61,19 +62,47 @@ class Collected:
     background_left_out: int
 
 
+def _escape_part(part: str) -> str:
+    """A path part that cannot be mistaken for a separator: ``%`` is always escaped, and ``_`` too where the part
+    holds ``__`` or starts or ends with ``_``; ordinary MVTec names (``broken_large``) are unchanged."""
+    part = part.replace("%", "%25")
+    if "__" in part or part.startswith("_") or part.endswith("_"):
+        part = part.replace("_", "%5F")
+    return part
+
+
 def export_name(file: str, resized: bool) -> str:
-    """A flat, unique file name: ``test/broken_large/000.png`` -> ``test__broken_large__000.png``."""
+    """A flat file name whose stem is unique by construction: ``test/broken_large/000.png`` ->
+    ``test__broken_large__000.png``.
+
+    Parts are joined with ``__`` after escaping (``_escape_part``), so ``test/a__b/c.png`` and ``test/a/b__c.png``
+    stay apart. A file that is not ``.png`` keeps its suffix in the stem (``000.jpg`` -> ``000%2Ejpg.jpg``), so it
+    cannot share a stem, and so a YOLO label file, with a ``000.png`` beside it; resized images are written as PNG.
+    """
     path = Path(file)
-    return "__".join(path.with_suffix(".png" if resized else path.suffix).parts)
+    folders = [_escape_part(part) for part in path.parent.parts]
+    stem, suffix = _escape_part(path.stem), path.suffix
+    if suffix != ".png":
+        stem = f"{stem}%2E{_escape_part(suffix[1:])}"
+    return "__".join([*folders, stem]) + (".png" if resized else suffix)
+
+
+def check_unique_names(images: list[ExportImage]) -> None:
+    """The export's promise that no image (or its label file) replaces another: every exported stem is used once."""
+    seen: dict[str, str] = {}
+    for image in images:
+        if image.stem in seen:
+            raise ValueError(f"export names collide: {seen[image.stem]} and {image.file} -> {image.stem}")
+        seen[image.stem] = image.file
+
 
 
 def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     """A ground-truth mask as booleans (pixels > 0), nearest-resized to ``size`` (width, height) if needed."""
-    with Image.open(path) as mask:
-        mask = mask.convert("L")
-        if mask.size != size:
-            mask = mask.resize(size, Image.Resampling.NEAREST)
-        return np.asarray(mask) > 0
+    mask = open_image(path).convert("L")
+    if mask.size != size:
+        mask = mask.resize(size, Image.Resampling.NEAREST)
+    return np.asarray(mask) > 0
 
 
 def collect(category: Category, part_of: dict[str, str], options: ExportOptions,
@@ -113,6 +142,7 @@ def collect(category: Category, part_of: dict[str, str], options: ExportOptions,
                                                         f"{options.min_area}"})
                 continue
         images.append(image)
+    check_unique_names(images)
     if not any(image.instances for image in images):
         raise UserError(f"no defect image of '{category.name}' has a usable mask, so there is nothing to export; "
                         f"check {category.root / 'ground_truth'}")

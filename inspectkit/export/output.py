@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import UserError
+from ..imageio import open_image
 from ..results import ensure_writable_dir
 
 MARKER = "export_summary.json"  # written last into every export; --overwrite only replaces folders that have it
@@ -93,8 +94,11 @@ class ImagePlacer:
             except OSError:
                 shutil.copyfile(first, destination)
         elif self.imgsz:
-            with Image.open(source) as image:
-                image.resize(resized_size(image.size, self.imgsz), Image.Resampling.BILINEAR).save(destination)
+            image = open_image(source)  # 16-bit and float images scaled to 8 bits, as everywhere else
+            if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):  # CMYK and the like: PNG cannot hold them
+                image = image.convert("RGB")
+            image.resize(resized_size(image.size, self.imgsz), Image.Resampling.BILINEAR).save(destination,
+                                                                                                format="PNG")
         elif self.mode == "hard":
             os.link(source, destination)
         else:
