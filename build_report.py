@@ -9,6 +9,8 @@ Examples:
 
 Exit codes: 2 for bad input or missing results (the message lists the command that makes each one),
 1 when the report cannot fit within 3 pages even with smaller figures (the message names the section).
+Q5's figure is drawn from the export files that export_<category>.json names, when they are on this machine;
+otherwise the one drawn earlier is kept, or the report says how to make it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import argparse
 from pathlib import Path
 
 from inspectkit.cli import run, script_parser
+from inspectkit.errors import UserError
 from inspectkit.report import (
     MAX_PAGES,
     build_context,
     collect_inputs,
+    draw_export_figure,
+    missing_message,
     readme_results,
     render_report,
     update_readme,
@@ -52,8 +57,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Render the report; returns the paths written, the page count and the word counts."""
     inputs = collect_inputs(args.results, args.category)
-    context = build_context(inputs, name=args.name, student_id=args.student_id, allow_missing=args.allow_missing)
+    if inputs.missing and not args.allow_missing:  # before anything is written
+        raise UserError(missing_message(inputs))
     out_dir = ensure_writable_dir(args.results)
+    figure_note = draw_export_figure(inputs)  # Q5's figure, from the export files when they are here
+    context = build_context(inputs, name=args.name, student_id=args.student_id, allow_missing=args.allow_missing)
     rendered = render_report(context, base_url=out_dir)
 
     written = {}
@@ -73,6 +81,8 @@ def main(args: argparse.Namespace) -> dict:
         print(f"  {key.upper()}: {count['words']:4d} words (target {count['target']}) {mark}")
     if inputs.missing:
         print(f"  placeholders for {len(inputs.missing)} missing result file(s)")
+    if figure_note:
+        print(f"  {figure_note}")
     for kind, path in written.items():
         print(f"wrote {kind.upper()}: {path}")
     return {"paths": {k: Path(v) for k, v in written.items()}, "pages": rendered.pages,

@@ -370,8 +370,9 @@ def anomaly_context(inputs: Inputs, data: dict) -> dict:
     }
 
 
-def export_context(data: dict) -> dict:
-    """Q5: instance counts per defect type, multi-instance images, box sizes and polygon fidelity."""
+def export_context(inputs: Inputs, data: dict) -> dict:
+    """Q5: instance counts per defect type, multi-instance images, box sizes and polygon fidelity, and the figure
+    of exported labels (or, without it, the command that makes the export it is drawn from)."""
     return {
         "per_class": data["instances"]["per_class"],
         "total": data["instances"]["total"],
@@ -380,7 +381,58 @@ def export_context(data: dict) -> dict:
         "multi_instance_images": data["images"]["with_multiple_instances"],
         "box_area": data["box_size"]["all"]["area"],
         "polygon_iou": data["polygon_iou"]["all"],
+        "figure": _figure(inputs, export_figure_name(inputs.category)),
+        "export_dir": data.get("out"),
+        "export_command": _command("export_labels.py", inputs, "--out", str(data.get("out") or "DIR"),
+                                   "--overwrite", out_flag="--results"),
     }
+
+
+def export_figure_name(category: str) -> str:
+    """The Q5 figure's file name under <results>/figures/."""
+    return f"export_{category}_labels.png"
+
+
+def find_export_dir(data: dict) -> Path | None:
+    """The folder ``export_<category>.json`` says it exported to, if it is on this machine and still holds that
+    export (its summary has the same provenance); relative paths are tried from here, then from the repository."""
+    from .export.output import MARKER
+
+    out = Path(data.get("out") or "")
+    for folder in (out,) if out.is_absolute() else (out, REPO_ROOT / out):
+        try:
+            if read_json(folder / MARKER).get("provenance") == data.get("provenance"):
+                return folder
+        except (OSError, ValueError, AttributeError):  # missing, unreadable or not an export summary
+            continue
+    return None
+
+
+def draw_export_figure(inputs: Inputs) -> str | None:
+    """Draw the Q5 figure into <results>/figures/ from the export files when they are here, else keep one drawn
+    earlier; one line saying which (None without export results). The export folder is not committed, so on a
+    fresh clone the committed figure is kept, and without one Q5 shows a note instead."""
+    if not inputs.has("export"):
+        return None
+    from .figures.export import export_labels_figure, read_export
+
+    data = inputs.found["export"]
+    path = inputs.results_dir / "figures" / export_figure_name(inputs.category)
+    folder = find_export_dir(data)
+    if folder is None:
+        reason = f"the export in {data.get('out')} is not on this machine"
+    else:
+        try:
+            images, source = read_export(folder)
+            reason = f"the export in {folder} holds no defect instances"
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:  # a damaged or foreign export
+            images, reason = [], f"cannot read the export in {folder} ({exc.__class__.__name__}: {str(exc)[:80]})"
+        if images:
+            export_labels_figure(images, source, path)
+            return f"Q5 figure drawn from {folder} ({source}): {path}"
+    if path.is_file():
+        return f"Q5 figure kept as drawn earlier ({reason}): {path}"
+    return f"Q5 figure left out ({reason}); the report says so"
 
 
 def _weights_note(weights: dict | None) -> str | None:
@@ -417,7 +469,7 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow
           if complete and inputs.has("evaluation") else None)
     q3 = read(long_tail_context, ("attempt_3", "attempt_4"), q1, attempts[2], attempts[3]) if complete else None
     q4 = read(anomaly_context, ("anomaly",), inputs, found["anomaly"]) if inputs.has("anomaly") else None
-    q5 = read(export_context, ("export",), found["export"]) if inputs.has("export") else None
+    q5 = read(export_context, ("export",), inputs, found["export"]) if inputs.has("export") else None
 
     weights = sorted({note for note in [*(_weights_note(a["weights"]) for a in attempts),
                                         _weights_note(q4["weights"]) if q4 else None] if note})
@@ -433,7 +485,7 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow
         "demo": inputs.demo,
         "random_init": random_init,
         "weights": weights,
-        "data_root": inputs.data_root,
+        "data_name": Path(inputs.data_root).name if inputs.data_root else None,  # not the builder's full path
         "commit": git_commit(),
         "sources": [files[k] for k in files if k in found],
         "missing": missing_for(*files),
