@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import urllib.error
@@ -13,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from .errors import UserError
+from .results import sha256_file
 
 MVTEC_URL = ("https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/download/"
              "420938113-1629960298/mvtec_anomaly_detection.tar.xz")
@@ -64,13 +64,8 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, timeout: f
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                      desc="sha256", leave=False) as bar:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-            bar.update(len(block))
-    return digest.hexdigest()
+    with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="sha256", leave=False) as bar:
+        return sha256_file(path, CHUNK, on_block=bar.update)
 
 
 def _check_member(member: tarfile.TarInfo) -> PurePosixPath:
@@ -102,13 +97,22 @@ def extract_categories(archive: Path, dest: Path, categories: list[str] | None) 
             for member in tqdm(chosen, desc=f"extracting {', '.join(found)}", unit="file"):
                 tar.extract(member, dest, filter="data")
     except tarfile.TarError as exc:
-        raise UserError(f"cannot read archive {archive}: {exc}; delete it and download again") from None
+        first_line = str(exc).splitlines()[0].rstrip(":") if str(exc) else exc.__class__.__name__
+        raise UserError(f"{archive} is not a readable tar archive ({first_line}); the server may have sent a web "
+                        "page instead: delete the file, check --url, and download again") from None
     return found
 
 
 def fetch_mvtec(data_root: Path, categories: list[str] | None, *, url: str = MVTEC_URL,
                 sha256: str | None = MVTEC_SHA256) -> list[str]:
     """Download (or reuse) the archive under ``data_root`` and extract the wanted categories there."""
+    if data_root.exists() and not data_root.is_dir():
+        raise UserError(f"--data-root {data_root} is a file, not a folder; point it at a folder to download into")
+    try:
+        data_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --data-root {data_root} ({exc.strerror or exc}); choose a writable "
+                        "folder") from None
     name = PurePosixPath(urllib.parse.urlparse(url).path).name or "mvtec_anomaly_detection.tar.xz"
     archive = data_root / name
     if not archive.exists():

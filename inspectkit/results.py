@@ -161,12 +161,16 @@ def read_result(path: str | os.PathLike, fields: Fields, remake: str, *, categor
     return data
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20,
+                on_block: Callable[[int], object] | None = None) -> str:
+    """Hex sha256 of a file's bytes (the one sha256 helper); ``on_block(n)`` is told each block's size, e.g. a
+    progress bar's ``update``."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
+            if on_block is not None:
+                on_block(len(block))
     return digest.hexdigest()
 
 

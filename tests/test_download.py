@@ -147,3 +147,20 @@ def test_stats_cli_downloads_then_reports(tmp_path, mvtec_like_archive):
              "--data-root", str(tmp_path / "data"), "--out", str(out), "--no-figures"]))
     assert (tmp_path / "data/beta").is_dir() and not (tmp_path / "data/alpha").exists()
     assert (out / "stats_beta.json").is_file()
+
+
+def test_a_data_root_that_is_a_file_is_one_line(tmp_path, mvtec_like_archive):
+    (tmp_path / "data").write_text("not a folder")
+    with _RangeServer(mvtec_like_archive) as server, pytest.raises(UserError, match=r"--data-root .*data is a "
+                                                                                     r"file, not a folder"):
+        fetch_mvtec(tmp_path / "data", ["alpha"], url=server.url, sha256=None)
+    with pytest.raises(UserError, match="cannot create --data-root"):
+        fetch_mvtec(tmp_path / "data" / "below", ["alpha"], url="http://127.0.0.1:9/x.tar.xz", sha256=None)
+
+
+@pytest.mark.parametrize("payload", [b"<html><body>Please log in</body></html>\n" * 20, b""])
+def test_a_served_file_that_is_not_an_archive_is_one_line(tmp_path, payload):
+    with _RangeServer(payload) as server, pytest.raises(UserError) as caught:
+        fetch_mvtec(tmp_path, ["alpha"], url=server.url, sha256=None)
+    message = str(caught.value)
+    assert "\n" not in message and "is not a readable tar archive" in message and "check --url" in message
