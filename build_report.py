@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> dict:
     inputs = collect_inputs(args.results, args.category)
     if inputs.missing and not args.allow_missing:  # before anything is written
         raise UserError(missing_message(inputs))
-    out_dir = ensure_writable_dir(args.results)
+    out_dir = ensure_writable_dir(args.results, "--results")
     figure_note = draw_export_figure(inputs)  # Q5's figure, from the export files when they are here
     context = build_context(inputs, name=args.name, student_id=args.student_id, allow_missing=args.allow_missing)
     rendered = render_report(context, base_url=out_dir)

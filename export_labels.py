@@ -26,7 +26,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from inspectkit.cli import RESULTS_DEFAULT, add_data_args, data_root_of, resolve_category, run, script_parser
+from inspectkit.cli import RESULTS_DEFAULT, add_data_args, data_root_of, resolve_category, run, script_parser, seed
 from inspectkit.errors import UserError
 from inspectkit.export import (
     FORMATS,
@@ -58,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="split manifest to take split 0 from; if not given, <results>/splits_<category>.json "
                              "if it exists, else a new seeded split saved in --out")
     # The export settings: flags named after ExportOptions' fields, defaults read from it.
-    parser.add_argument("--seed", type=int, default=ExportOptions.seed,
+    parser.add_argument("--seed", type=seed, default=ExportOptions.seed,
                         help="seed of a new split, the point prompts and the box jitter")
     parser.add_argument("--min-area", type=int, default=ExportOptions.min_area,
                         help="drop mask regions smaller than this many pixels, after --imgsz")
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> dict:
     out_as_given = str(args.out or Path("exports") / category.name)
     out = check_out_dir(out_as_given, category.root, args.overwrite)
     check_link_mode(args.link, category.root, out.parent, resize=args.imgsz is not None)
-    results = ensure_writable_dir(args.results)
+    results = ensure_writable_dir(args.results, "--results")
     if args.splits is not None and not Path(args.splits).is_file():
         raise UserError(f"--splits {args.splits} is not a file; pass a split manifest made by train.py, "
                         "or leave --splits out to make a new split")

@@ -89,6 +89,8 @@ def _command(script: str, inputs: Inputs, *extra: str, out_flag: str = "--out") 
 def collect_inputs(results_dir: str | os.PathLike, category: str | None = None) -> Inputs:
     """Read every result JSON the report needs; note each missing one with the command that makes it."""
     results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise UserError(f"--results {results_dir} is a file, not a folder; pass the folder holding the result JSON")
     if not results_dir.is_dir():
         raise UserError(f"results folder {results_dir} does not exist; make the results first "
                         f"(python run_all.py --demo --out {results_dir}), or pass --results DIR")

@@ -21,15 +21,21 @@ from .errors import UserError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and check that files can be written there; a UserError otherwise."""
+def ensure_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create `path` if needed and check that files can be written there; a UserError naming ``flag`` (the option
+    the user typed) and the real cause otherwise."""
     out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {out} is a file, not a folder; choose a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
             pass
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"cannot write to {flag} {out}: a folder above it is a file; choose another "
+                        "folder") from None
     except OSError as exc:
-        raise UserError(f"cannot write to --out {out}: {exc.strerror or exc}; choose a writable folder") from None
+        raise UserError(f"cannot write to {flag} {out}: {exc.strerror or exc}; choose a writable folder") from None
     return out
 
 

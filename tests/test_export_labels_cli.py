@@ -90,3 +90,19 @@ def test_out_inside_the_data_is_refused_from_the_shell(editable_root, tmp_path):
     assert result.returncode == 2
     assert "inside the dataset folder" in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.relative_to(editable_root) for p in editable_root.rglob("*")) == before
+
+
+@pytest.mark.parametrize("results, says", [("a_file", "--results {tmp}/a_file is a file, not a folder"),
+                                           ("a_file/results", "cannot write to --results {tmp}/a_file/results: "
+                                                              "a folder above it is a file")])
+def test_a_results_path_that_cannot_be_a_folder_names_results(results, says, synthetic_root, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    argv = ["--data-root", str(synthetic_root), "--category", "demo", "--out", str(tmp_path / "out"),
+            "--results", str(tmp_path / results)]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and says.format(tmp=tmp_path) in err and "--out" not in err.splitlines()[-1]
+
+
+def test_a_negative_seed_is_refused_naming_the_flag(synthetic_root, tmp_path, capsys):
+    code, _, err = _run([*_args(synthetic_root, tmp_path), "--seed", "-3"], capsys)
+    assert code == 2 and "argument --seed: must be >= 0, got -3" in err

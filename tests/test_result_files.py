@@ -166,3 +166,9 @@ def test_report_names_results_from_another_category(name, tmp_path):
     write_json(folder / name, {**data, "category": "hazelnut"})
     with pytest.raises(UserError, match=rf"{name} holds results for category 'hazelnut', not 'bottle'"):
         report.collect_inputs(folder, "bottle")
+
+
+def test_report_results_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "results").write_text("")
+    with pytest.raises(UserError, match=r"--results .*results is a file, not a folder"):
+        report.collect_inputs(tmp_path / "results")
