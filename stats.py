@@ -72,10 +72,19 @@ def main(args: argparse.Namespace) -> list[dict]:
         names = list_categories(root) if root.is_dir() else []
         if not names:
             resolve_category(argparse.Namespace(**{**vars(args), "category": None}))  # raises the helpful error
-        records = [stats_for(args, name) for name in names]
+        records, broken = [], []
+        for name in names:  # a broken category is reported in the overview; the others still get their stats
+            try:
+                records.append(stats_for(args, name))
+            except UserError as exc:
+                broken.append({"category": name, "problem": str(exc)})
+                print(f"problem: category {name} skipped: {exc}", file=sys.stderr)
+        if not records:
+            raise UserError(f"no category under {root} could be read; first: {broken[0]['problem']}")
         overview = {
             "categories": [{k: r[k] for k in ("category", "num_defect_classes", "num_images", "split",
                                               "good_total", "defect_total")} for r in records],
+            "broken": broken,
             "provenance": provenance(data_root=root),
         }
         write_json(Path(args.out) / "stats_overview.json", overview)

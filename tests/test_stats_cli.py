@@ -122,3 +122,35 @@ def test_script_without_data_exits_2_and_says_how_to_get_it(tmp_path):
     assert "--download" in proc.stderr and "--demo" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").glob("*.json"))
+
+
+def test_category_all_reports_a_broken_category_and_goes_on(synthetic_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    for name in ("a_first", "b_broken", "c_last"):
+        shutil.copytree(synthetic_root / "demo", root / name)
+    shutil.rmtree(root / "b_broken" / "train" / "good")
+    code, _, err = _run(["--category", "all", "--data-root", str(root), "--out", str(tmp_path / "r"),
+                         "--no-figures"], capsys)
+    assert code == 0
+    overview = json.loads((tmp_path / "r/stats_overview.json").read_text())
+    assert [c["category"] for c in overview["categories"]] == ["a_first", "c_last"]
+    assert [b["category"] for b in overview["broken"]] == ["b_broken"]
+    assert "has no train/good folder" in overview["broken"][0]["problem"]
+    assert "category b_broken skipped" in err and (tmp_path / "r/stats_c_last.json").is_file()
+    for name in ("a_first", "c_last"):
+        shutil.rmtree(root / name / "test")
+    code, _, err = _run(["--category", "all", "--data-root", str(root), "--out", str(tmp_path / "r2"),
+                         "--no-figures"], capsys)
+    assert code == 2 and "no category under" in err.strip().splitlines()[-1]
+
+
+def test_a_decompression_bomb_is_a_listed_skipped_image(editable_root, tmp_path, capsys):
+    from tests.imagefiles import write_png_claiming
+
+    write_png_claiming(editable_root / "demo/test/good/000.png", 30000, 30000)
+    code, _, err = _run(["--category", "demo", "--data-root", str(editable_root), "--out", str(tmp_path)], capsys)
+    assert code == 0 and "Traceback" not in err and "DecompressionBomb" not in err
+    data = json.loads((tmp_path / "stats_demo.json").read_text())
+    assert data["counts"]["test"]["good"] == 3
+    (problem,) = [p for p in data["problems"] if p["file"] == "test/good/000.png"]
+    assert "900,000,000 pixels, above the limit" in problem["problem"]
