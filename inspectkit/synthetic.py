@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .cache import cache_root
+from .results import atomic_write
 
 DEFECT_TYPES = ("scratch", "hole", "stain")
 DEMO_CATEGORY = "demo"
@@ -148,5 +149,5 @@ def demo_root(cache_dir: str | os.PathLike | None = None, **params) -> Path:
     marker = root / DEMO_CATEGORY / _DONE_MARKER
     if not marker.exists():
         make_category(root, DEMO_CATEGORY, **params)
-        marker.write_text(json.dumps(params))
+        atomic_write(marker, json.dumps(params))  # written last: a half-made demo category is made again
     return root

@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.patches import Polygon, Rectangle
 from PIL import Image
 
+from ..imageio import open_image
 from ..splits import PARTS
 from . import save_figure
 
@@ -113,10 +114,9 @@ def export_labels_figure(images: list[LabelledImage], source: str, path: str | o
     fig, axes = plt.subplots(1, len(picks), figsize=(1.7 * len(picks), 1.95), squeeze=False)
     colours = plt.get_cmap("tab10").colors
     for ax, (cls, image) in zip(axes[0], picks, strict=True):
-        with Image.open(image.path) as im:
-            im = im.convert("RGB")
-            scale = PANEL_PIXELS / max(im.size)
-            shown = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+        im = open_image(image.path).convert("RGB")  # a 16-bit export (copied as is) scaled, not clipped
+        scale = PANEL_PIXELS / max(im.size)
+        shown = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
         scale_x, scale_y = shown.width / image.width, shown.height / image.height
         ax.imshow(np.asarray(shown))
         for i, (label, box, rings) in enumerate(zip(image.labels, image.boxes, image.polygons, strict=True)):
