@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import UserError
 
@@ -58,6 +58,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     """Decode ``path`` fully and return it in an 8-bit mode (L, RGB, RGBA, ...); ``info["source_mode"]`` keeps
     the file's own mode. Raises ``BadImage`` for an empty, unreadable, undecodable or too large file."""
     path = Path(path)
+    # A truncated file is a bad image, never one filled with grey. weasyprint (the report) switches Pillow's global
+    # LOAD_TRUNCATED_IMAGES on when imported, so in one process with it (run_all.py) the setting must be put back.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         if os.stat(path).st_size == 0:
             raise BadImage(path, "zero-byte image file")

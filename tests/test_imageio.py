@@ -100,3 +100,15 @@ def test_folder_listing_separates_images_from_other_entries(tmp_path):
     images, others = list_image_files(tmp_path)
     assert [p.name for p in images] == ["a.jpg", "b.PNG"]
     assert sorted(p.name for p in others) == [".hidden.png", "notes.txt", "sub.png"]
+
+
+def test_a_truncated_file_is_bad_even_after_weasyprint_allowed_truncation(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    path = tmp_path / "whole.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # what importing weasyprint does
+    with pytest.raises(BadImage, match="cannot decode image"):
+        open_image(tmp_path / "cut.png")
