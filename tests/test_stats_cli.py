@@ -154,3 +154,18 @@ def test_a_decompression_bomb_is_a_listed_skipped_image(editable_root, tmp_path,
     assert data["counts"]["test"]["good"] == 3
     (problem,) = [p for p in data["problems"] if p["file"] == "test/good/000.png"]
     assert "900,000,000 pixels, above the limit" in problem["problem"]
+
+
+@pytest.mark.parametrize("taken", ["figures", "stats_demo.json"])
+def test_an_output_path_taken_by_the_wrong_kind_of_entry_is_one_line(taken, synthetic_root, tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    if taken == "figures":
+        (out / taken).write_text("a file where the figures folder goes")
+    else:
+        (out / taken).mkdir()
+    code, _, err = _run(["--category", "demo", "--data-root", str(synthetic_root), "--out", str(out)], capsys)
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert f"cannot write {out / taken}" in last
+    assert ("a parent of it is a file" if taken == "figures" else "it is a folder") in last
