@@ -48,12 +48,14 @@ def content_hash(path: str | os.PathLike) -> str:
 class DecodeCache:
     """Resized images (RGB, uint8, HxWx3) and masks (bool, HxW), decoded at most once per content and size.
 
-    The disk copy lives under ``<cache_root>/decoded``; pass ``disk=False`` to keep everything in memory.
+    The disk copy lives under ``<cache_root>/decoded``; pass ``disk=False`` to keep everything in memory, or
+    ``memory=False`` to keep nothing in memory (a streamed pass that reads each image once).
     """
 
-    def __init__(self, folder: str | os.PathLike | None = None, disk: bool = True) -> None:
+    def __init__(self, folder: str | os.PathLike | None = None, disk: bool = True, memory: bool = True) -> None:
         self.folder = Path(folder) if folder is not None else cache_root() / "decoded"
         self.disk = disk
+        self.memory = memory
         self._memory: dict[tuple[str, tuple[int, int], str], np.ndarray] = {}
         self.decoded = 0  # how many files were actually decoded (not served from a cache)
 
@@ -71,7 +73,8 @@ class DecodeCache:
             if self.disk:
                 with contextlib.suppress(UnwritablePath):  # the disk copy only saves time: never fail the run
                     atomic_write(file, lambda fh: np.save(fh, array))
-        self._memory[key] = array
+        if self.memory:
+            self._memory[key] = array
         return array
 
     @staticmethod

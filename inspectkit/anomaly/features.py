@@ -1,4 +1,5 @@
-"""Patch features from intermediate stages of a TorchVision backbone: 3x3 local aggregation, stages on one grid.
+"""Patch features from intermediate stages of a TorchVision backbone: 3x3 local aggregation, stages on one grid,
+and a reflected margin around the image so that the backbone's zero padding never reaches a real patch.
 
 The backbone comes from ``inspectkit.models.build_model``, so ``--weights imagenet|none|PATH`` means the same as
 in ``train.py``; only the layers up to the deepest stage used are kept.
@@ -27,6 +28,11 @@ DEFAULT_LAYERS: dict[str, tuple[str, ...]] = {
 }
 # The grid all stages are resampled to, as the stride of the input; 8 = layer2 of a ResNet.
 DEFAULT_STRIDE = 8
+# Pixels of the image mirrored around it before the backbone, then cut off the feature grid. Without it, the
+# convolutions' zero padding makes border patches unlike any other, and the border decides the image score
+# (screw at 320 px: image AUROC 0.886 without, 0.948 with 16 px, 0.953 with 32 px; see the closing note of the
+# detector issue). A multiple of the deepest stage's stride keeps every stage's grid aligned with the crop.
+DEFAULT_PAD = 16
 
 
 def default_layers(arch: str) -> tuple[str, ...]:
@@ -39,14 +45,19 @@ def default_layers(arch: str) -> tuple[str, ...]:
 class PatchFeatureExtractor(nn.Module):
     """uint8 images (N, 3, H, W) -> patch features (N, C, H/stride, W/stride), float32.
 
-    Each stage is averaged over its 3x3 neighbourhood (PatchCore's local aggregation), resampled bilinearly to
-    the common grid, and the stages are concatenated along channels.
+    The normalised image is mirrored ``pad`` pixels outwards on every side; each stage is averaged over its 3x3
+    neighbourhood (PatchCore's local aggregation), resampled bilinearly to the common grid of the padded image,
+    and the stages are concatenated along channels; then the margin is cut off again.
     """
 
-    def __init__(self, backbone: nn.Module, layers: Iterable[str], stride: int = DEFAULT_STRIDE) -> None:
+    def __init__(self, backbone: nn.Module, layers: Iterable[str], stride: int = DEFAULT_STRIDE,
+                 pad: int = DEFAULT_PAD) -> None:
         super().__init__()
+        if pad % stride:
+            raise ValueError(f"pad ({pad}) must be a multiple of the stride ({stride})")
         self.layers = tuple(layers)
         self.stride = stride
+        self.pad = pad
         try:
             self.body = create_feature_extractor(backbone, return_nodes={name: name for name in self.layers})
         except ValueError as exc:
@@ -60,33 +71,40 @@ class PatchFeatureExtractor(nn.Module):
 
     @torch.inference_mode()
     def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        x = normalize(images_uint8.to(self._device())).contiguous(memory_format=torch.channels_last)
-        grid = (images_uint8.shape[-2] // self.stride, images_uint8.shape[-1] // self.stride)
+        height, width = images_uint8.shape[-2:]
+        x = normalize(images_uint8.to(self._device()))
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4, mode="reflect")
+        x = x.contiguous(memory_format=torch.channels_last)
+        grid = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
         stages = []
         for feature in self.body(x).values():
             feature = F.avg_pool2d(feature, kernel_size=3, stride=1, padding=1, count_include_pad=False)
             if feature.shape[-2:] != grid:
                 feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
             stages.append(feature)
-        return torch.cat(stages, dim=1).float().contiguous()
+        features = torch.cat(stages, dim=1).float()
+        margin = self.pad // self.stride
+        return features[..., margin:margin + height // self.stride, margin:margin + width // self.stride].contiguous()
 
     def _device(self) -> torch.device:
         return next(self.body.parameters()).device
 
 
-def build_extractor(arch: str, weights: str, layers: Iterable[str] | None = None,
-                    stride: int = DEFAULT_STRIDE) -> tuple[PatchFeatureExtractor, dict]:
+def build_extractor(arch: str, weights: str, layers: Iterable[str] | None = None, stride: int = DEFAULT_STRIDE,
+                    pad: int = DEFAULT_PAD) -> tuple[PatchFeatureExtractor, dict]:
     """The patch feature extractor for ``arch`` and the provenance record of its weights."""
     layers = tuple(layers) if layers else default_layers(arch)
     backbone, weights_info = build_model(arch, weights)
-    return PatchFeatureExtractor(backbone, layers, stride), weights_info
+    return PatchFeatureExtractor(backbone, layers, stride, pad), weights_info
 
 
-def extractor_from_state(arch: str, layers: Iterable[str], stride: int, state: dict) -> PatchFeatureExtractor:
+def extractor_from_state(arch: str, layers: Iterable[str], stride: int, state: dict,
+                         pad: int = DEFAULT_PAD) -> PatchFeatureExtractor:
     """Rebuild a saved extractor from its own state dict (no weights file needed)."""
     import torchvision
 
     backbone = torchvision.models.get_model(arch, weights=None)
-    extractor = PatchFeatureExtractor(backbone, layers, stride)
+    extractor = PatchFeatureExtractor(backbone, layers, stride, pad)
     extractor.load_state_dict(state, strict=True)
     return extractor

@@ -52,7 +52,7 @@ def pro_score(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LI
     """
     masks = np.asarray(masks, dtype=bool)
     maps = np.asarray(maps)  # keep float32 maps as they are: sorting them is half the work
-    regions = np.zeros(masks.shape, dtype=np.int64)
+    regions = np.zeros(masks.shape, dtype=np.int32)  # int32 and few temporaries: maps reach 10^7-10^8 pixels
     n_regions = 0
     for i, mask in enumerate(masks):
         labelled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
@@ -60,16 +60,17 @@ def pro_score(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LI
         n_regions += count
     if n_regions == 0:
         raise ValueError("PRO needs at least one defect region")
-    region = regions.ravel()
+    order = np.argsort(-maps.ravel())  # ties need no order: they are merged below
+    region = regions.ravel()[order]
+    del regions
+    scores = maps.ravel()[order]
+    del order
     sizes = np.bincount(region, minlength=n_regions + 1)
     n_negative = int(sizes[0])
     # each pixel's contribution to the curve once the threshold drops to its score
-    fpr_step = np.where(region == 0, 1.0 / n_negative, 0.0)
-    pro_step = np.where(region > 0, 1.0 / (n_regions * sizes[region].clip(min=1)), 0.0)
-    order = np.argsort(-maps.ravel())  # ties need no order: they are merged below
-    scores = maps.ravel()[order]
-    fpr = np.cumsum(fpr_step[order])
-    pro = np.cumsum(pro_step[order])
+    fpr = np.cumsum(region == 0) / n_negative
+    pro = np.cumsum(np.where(region > 0, 1.0 / (n_regions * sizes[region].clip(min=1)), 0.0))
+    del region
     last_of_tie = np.r_[scores[1:] != scores[:-1], True]  # a threshold includes every pixel with an equal score
     fpr = np.r_[0.0, fpr[last_of_tie]]
     pro = np.r_[0.0, pro[last_of_tie]]

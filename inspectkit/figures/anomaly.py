@@ -47,7 +47,7 @@ def score_histogram(scores: np.ndarray, is_defect: np.ndarray, path: str | os.Pa
     ax.hist(scores[is_defect], bins=bins, alpha=0.6, label=f"defect ({is_defect.sum()})", color="tab:red")
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"F1-optimal threshold {threshold:.2f}")
-    ax.set_xlabel("image score (max of the anomaly map)")
+    ax.set_xlabel("image score (max of the smoothed patch scores)")
     ax.set_ylabel("test images")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)

@@ -41,7 +41,8 @@ def test_detector_separates_and_localises_synthetic_defects(synthetic, fitted):
     _, test, is_defect, masks = synthetic
     scores, maps = fitted.score(test, progress=False)
     assert maps.shape == (len(test), SIZE, SIZE)
-    assert np.allclose(scores, maps.reshape(len(test), -1).max(axis=1))
+    patch_scores = fitted.patch_scores(fitted.extract(test))
+    assert np.allclose(scores, image_scores(patch_scores, fitted.config.score_sigma))  # from the grid, not the map
     assert image_auroc(is_defect, scores) > 0.9
     assert pixel_auroc(masks, maps) > 0.9
     assert len(fitted.bank) == round(0.25 * 12 * 16 * 16)
@@ -77,7 +78,17 @@ def test_maps_upsample_and_blur():
     assert maps.shape == (1, 64, 64)
     assert maps.sum() == pytest.approx(sharp.sum(), rel=1e-3)  # blurring keeps the mass (the peak is far from edges)
     assert maps.max() < sharp.max()  # and spreads it
-    assert image_scores(maps)[0] == maps.max()
+
+
+def test_image_score_is_the_max_of_the_smoothed_grid_and_ignores_the_map_sigma():
+    patch_scores = torch.zeros(2, 8, 8)
+    patch_scores[0, 4, 4] = 1.0  # one isolated high patch
+    patch_scores[1, 3:6, 3:6] = 0.6  # a lower, but spread, region: what a defect looks like
+    assert np.allclose(image_scores(patch_scores, sigma=0), [1.0, 0.6])
+    smoothed = image_scores(patch_scores, sigma=1.0)
+    assert smoothed[1] > smoothed[0]  # smoothing ranks the spread region above the lone spike
+    config = PatchCoreConfig(arch="mobilenet_v2", sigma=0.0)
+    assert config.score_sigma == 1.0  # the map's sigma is a separate setting
 
 
 def test_gaussian_baseline_flags_synthetic_defects(synthetic, fitted):

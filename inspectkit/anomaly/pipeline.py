@@ -1,0 +1,219 @@
+"""The fit-score-measure pipeline of one category, as one call: ``run_detection`` streams the good images through
+the detector (and the Gaussian baseline), scores the test set, measures it, and returns the results record.
+``anomaly.py``, its ``--category all`` mode and ``bench/`` all call it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..cache import DecodeCache
+from ..data import GOOD, Category, Sample
+from ..errors import UserError
+from .baseline import GaussianBaseline
+from .geometry import input_shape
+from .memory import PeakMemory
+from .metrics import anomaly_metrics
+from .patchcore import PatchCore, PatchCoreConfig
+
+BASELINE_METHOD = "PaDiM-like Gaussian per patch position (Mahalanobis), same features, covariance + {eps} I"
+
+
+def check_test_set(category: Category) -> list[Sample]:
+    """The test samples, if they hold both good and defective images (AUROC needs both)."""
+    test = category.split_samples("test")
+    labels = {s.label for s in test}
+    if labels == {GOOD} or not labels:
+        raise UserError(f"category '{category.name}' has no defective test images (only test/good), so there is "
+                        "nothing to detect and no AUROC; add test/<defect>/ folders")
+    if GOOD not in labels:
+        raise UserError(f"category '{category.name}' has no good test images (test/good), so AUROC is undefined; "
+                        "add some defect-free test images")
+    return test
+
+
+def category_shape(category: Category, train: list[Sample], image_size: int) -> tuple[int, int]:
+    """The detector's (height, width) for this category, from its training images' native sizes."""
+    sizes = []
+    for sample in train:
+        info = category.image_info.get(sample.path)
+        if info is None:  # an unvalidated category: read the header only
+            from ..imageio import open_image
+
+            with open_image(sample.path) as img:
+                sizes.append(img.size)
+        else:
+            sizes.append((info.width, info.height))
+    return input_shape(sizes, image_size)
+
+
+def decode_batches(cache: DecodeCache, samples: list[Sample], shape: tuple[int, int], batch_size: int,
+                   pool: ThreadPoolExecutor) -> Iterator[torch.Tensor]:
+    """uint8 (B, 3, H, W) batches of ``samples`` at ``shape``, decoded (or read from the cache) on all cores."""
+    for start in range(0, len(samples), batch_size):
+        arrays = list(pool.map(lambda s: cache.image(s.path, shape), samples[start:start + batch_size]))
+        yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+class _Clock:
+    """Seconds spent per phase, summed over the interleaved steps of a streamed run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._tick = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._tick
+        self._tick = now
+
+
+def run_detection(category: Category, config: PatchCoreConfig, weights: str, *, device: torch.device | str = "cpu",
+                  baseline: bool = True, out: Path | None = None, figures: bool = True,
+                  progress: bool = True) -> tuple[dict, PatchCore]:
+    """Fit on ``train/good``, score ``test/``, measure; returns the results record (no provenance) and the
+    fitted detector. With ``out``, the detector file and (with ``figures``) the figures are written under it."""
+    with PeakMemory() as peak:
+        record, detector = _run(category, config, weights, torch.device(device), baseline, out, figures, progress)
+    record["peak_rss_mb"] = round(peak.mb, 1)
+    return record, detector
+
+
+def _run(category: Category, config: PatchCoreConfig, weights: str, device: torch.device, with_baseline: bool,
+         out: Path | None, figures: bool, progress: bool) -> tuple[dict, PatchCore]:
+    start = time.perf_counter()
+    clock = _Clock()
+    test = check_test_set(category)
+    train = category.split_samples("train")
+    detector = PatchCore.build(config, weights, device)
+    clock.lap("model")
+    shape = category_shape(category, train, config.image_size)
+    cache = DecodeCache(memory=False)  # each image is read once per run: keep nothing but the current batch
+    gaussian = GaussianBaseline(shape, config.sigma, score_sigma=config.score_sigma) if with_baseline else None
+    detector.begin_fit(len(train), shape)
+    clock.lap("model")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        bar = tqdm(total=len(train) + len(test), desc=f"{category.name}: fit", unit="img", disable=not progress,
+                   leave=False)
+        for batch in decode_batches(cache, train, shape, config.batch_size, pool):
+            clock.lap("decode")
+            features = detector.extract(batch)
+            clock.lap("features")
+            detector.add_good(features)
+            clock.lap("coreset")
+            if gaussian is not None:
+                gaussian.update(features)
+                clock.lap("baseline")
+            bar.update(len(batch))
+        detector.finish_fit()
+        clock.lap("coreset")
+        if gaussian is not None:
+            gaussian.finish()
+            clock.lap("baseline")
+        bar.set_description(f"{category.name}: score")
+        grids, base_grids = [], []
+        for batch in decode_batches(cache, test, shape, config.batch_size, pool):
+            clock.lap("decode")
+            features = detector.extract(batch)
+            clock.lap("features")
+            grids.append(detector.patch_scores(features))
+            clock.lap("scoring")
+            if gaussian is not None:
+                base_grids.append(gaussian.patch_scores(features))
+                clock.lap("baseline")
+            bar.update(len(batch))
+        bar.close()
+        masks = np.stack(list(pool.map(lambda s: cache.mask(s.mask_path, shape), test)))
+    clock.lap("decode")
+    decoded_now = cache.decoded
+
+    patch_scores = torch.cat(grids)
+    scores, maps = detector.image_scores(patch_scores), detector.maps(patch_scores)
+    clock.lap("scoring")
+    classes = [s.label for s in test]
+    has_masks = np.array([s.mask_path is not None or not s.is_defect for s in test])
+    pixel_ok = category.has_ground_truth and bool(has_masks.any())
+    metrics = _metrics(classes, scores, masks, maps, has_masks, pixel_ok)
+    clock.lap("metrics")
+    detector.threshold = metrics["threshold"]
+
+    baseline = None
+    if gaussian is not None:
+        base_patch = torch.cat(base_grids)
+        base_scores, base_maps = gaussian.image_scores(base_patch), gaussian.maps(base_patch)
+        baseline = {"method": BASELINE_METHOD.format(eps=gaussian.epsilon),
+                    **_metrics(classes, base_scores, masks, base_maps, has_masks, pixel_ok)}
+        del base_maps
+        clock.lap("baseline")
+
+    detector_file, figure_files = None, []
+    if out is not None:
+        detector_file = detector.save(out / "detectors" / f"anomaly_{category.name}_{config.arch}.pt")
+        if figures:
+            figure_files = _figures(category.name, out, test, cache, shape, maps, masks, scores, metrics["threshold"])
+        clock.lap("output")
+    timings = {k: round(v, 3) for k, v in clock.seconds.items()}
+    timings["wall_s"] = round(time.perf_counter() - start, 3)
+    timings["total_s"] = round(sum(v for k, v in clock.seconds.items() if k not in ("baseline", "output")), 3)
+
+    notes = []
+    if not pixel_ok:
+        notes.append("no ground_truth masks for this category: image metrics only")
+    elif not has_masks.all():
+        notes.append(f"{int((~has_masks).sum())} defective test image(s) without a mask are left out of the pixel "
+                     "metrics")
+    notes.append(f"timings: decode was {'cold' if decoded_now else 'warm'} ({decoded_now} files decoded now, the "
+                 "rest read from the decode cache); total_s is the detector end to end (model, decode, features, "
+                 "coreset, scoring, metrics) after the category was found and checked; wall_s adds the baseline "
+                 "and writing the detector file and figures")
+    record = {
+        "category": category.name,
+        "class_names": category.class_names,
+        "counts": category.counts(),
+        "metrics": metrics,
+        "baseline": baseline,
+        "config": {**config.as_dict(), "weights": weights, "device": str(device), "input_shape": list(shape),
+                   "pixel_metrics_resolution": list(shape), "threads": torch.get_num_threads()},
+        "memory_bank": {"patches_before_coreset": detector.bank_size_before_coreset, "pool_size": detector.pool_size,
+                        "coreset_size": len(detector.bank), "feature_dim": int(detector.bank.shape[1]),
+                        "grid": list(patch_scores.shape[-2:]),
+                        "coreset_radius_of_sampled_points": detector.coreset_radius},
+        "timings": timings,
+        "detector_file": str(detector_file) if detector_file else None,
+        "figures": [str(p) for p in figure_files],
+        "notes": notes,
+    }
+    return record, detector
+
+
+def _metrics(classes: list[str], scores: np.ndarray, masks: np.ndarray, maps: np.ndarray, has_masks: np.ndarray,
+             pixel_ok: bool) -> dict:
+    if pixel_ok:
+        return anomaly_metrics(classes, scores, masks[has_masks], maps[has_masks])
+    return anomaly_metrics(classes, scores)
+
+
+def _figures(name: str, out: Path, test: list[Sample], cache: DecodeCache, shape: tuple[int, int], maps: np.ndarray,
+             masks: np.ndarray, scores: np.ndarray, threshold: float) -> list[Path]:
+    from ..figures.anomaly import heatmap_strip, score_histogram
+
+    shown = []
+    for label in dict.fromkeys(s.label for s in test):  # one image per class, good first, in folder order
+        shown.append(next(i for i, s in enumerate(test) if s.label == label))
+    shown.sort(key=lambda i: test[i].label != GOOD)
+    strip = heatmap_strip(
+        [cache.image(test[i].path, shape) for i in shown], [maps[i] for i in shown],
+        [masks[i] for i in shown], [f"{test[i].label}\nscore {scores[i]:.3g}" for i in shown],
+        out / "figures" / f"anomaly_{name}.png", vmin=float(np.median(maps)), vmax=float(maps[shown].max()),
+        threshold=threshold)
+    hist = score_histogram(scores, np.array([s.is_defect for s in test]), out / "figures" / f"anomaly_{name}_hist.png",
+                           f"{name}: image scores (PatchCore)", threshold)
+    return [strip, hist]
