@@ -416,13 +416,16 @@ def draw_export_figure(inputs: Inputs) -> str | None:
     fresh clone the committed figure is kept, and without one Q5 shows a note instead."""
     if not inputs.has("export"):
         return None
+    from .export.output import MARKER
     from .figures.export import export_labels_figure, read_export
 
     data = inputs.found["export"]
     path = inputs.results_dir / "figures" / export_figure_name(inputs.category)
     folder = find_export_dir(data)
     if folder is None:
-        reason = f"the export in {data.get('out')} is not on this machine"
+        reason = f"export_{inputs.category}.json's export in {data.get('out')} is not on this machine"
+        if (Path(data.get("out") or "") / MARKER).is_file():
+            reason = f"{data.get('out')} holds another export than export_{inputs.category}.json describes"
     else:
         try:
             images, source = read_export(folder)

@@ -105,10 +105,16 @@ def test_without_the_export_files_the_report_keeps_or_notes_the_figure(produced,
     clone = tmp_path / "results"
     shutil.copytree(results, clone)
     export = _read(clone, "export_demo.json")
-    (clone / "export_demo.json").write_text(json.dumps({**export, "out": str(tmp_path / "exports" / "demo")}))
-
+    rerun = {**export["provenance"], "time_utc": "2030-01-01T00:00:00+00:00"}  # the folder holds an older export
+    (clone / "export_demo.json").write_text(json.dumps({**export, "provenance": rerun}))
     stdout, html, _ = _build(clone, capsys)
-    assert "Q5 figure kept as drawn earlier" in stdout and 'src="figures/export_demo_labels.png"' in html
+    assert "Q5 figure kept as drawn earlier" in stdout and "holds another export" in stdout
+    assert 'src="figures/export_demo_labels.png"' in html
+
+    (clone / "export_demo.json").write_text(json.dumps({**export, "out": str(tmp_path / "exports" / "demo")}))
+    stdout, html, _ = _build(clone, capsys)
+    assert "Q5 figure kept as drawn earlier" in stdout and "is not on this machine" in stdout
+    assert 'src="figures/export_demo_labels.png"' in html
 
     (clone / "figures" / "export_demo_labels.png").unlink()
     stdout, html, text = _build(clone, capsys)
