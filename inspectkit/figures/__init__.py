@@ -1,4 +1,4 @@
-"""Matplotlib figures, one module per result family (stats, training, anomaly, export); this module holds the shared style."""
+"""Matplotlib figures, one module per result family (stats, training, anomaly, export); here, the shared style."""
 
 from __future__ import annotations
 
