@@ -33,7 +33,7 @@ from inspectkit.cli import (
     seed,
 )
 from inspectkit.errors import UserError
-from inspectkit.models import check_arch, describe_weights, resolve_device
+from inspectkit.models import build_model, check_arch, describe_weights, resolve_device
 from inspectkit.results import ensure_writable_dir, provenance, write_json
 from inspectkit.splits import check_split_count, make_splits
 from inspectkit.training import train_attempt
@@ -65,11 +65,13 @@ def main(args: argparse.Namespace) -> None:
     if args.image_size is not None and args.image_size < 32:
         raise UserError(f"--image-size must be at least 32 pixels (got {args.image_size})")
     device = resolve_device(args.device)
-    # everything that can fail is checked before the first write, so a failing run leaves --out as it was:
-    check_trainable(args.arch, args.weights)  # unsupported arch; weights missing, corrupt, for another arch, offline
-    category = resolve_category(args)
-    manifest = make_splits(category, args.splits, args.seed)  # too few images, too many splits
     out = ensure_writable_dir(args.out)
+    # everything that can fail is checked before the first write, so a failing run leaves --out as it was:
+    check_trainable(args.arch, "none" if args.weights == "imagenet" else args.weights)  # arch, file: no network
+    category = resolve_category(args)
+    if args.weights == "imagenet":
+        build_model(args.arch, "imagenet")  # fetch (or find cached) the ImageNet weights: offline fails here
+    manifest = make_splits(category, args.splits, args.seed)  # too few images, too many splits
     torch.manual_seed(args.seed)
     weights_info = describe_weights(args.weights)
     common = {"seed": args.seed, "weights": weights_info, "data_root": data_root_of(category), "demo": category.demo}
