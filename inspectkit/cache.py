@@ -18,6 +18,9 @@ from .imageio import open_image
 from .results import UnwritablePath, atomic_write, sha256_file
 
 CACHE_ENV = "INSPECTKIT_CACHE"
+# Part of every disk entry's name: bump it when decoding changes, so entries decoded the old way are not served.
+# 2: imageio.open_image scales 16-bit and float images to 8 bits (before, Pillow clipped them at 255).
+DECODER_VERSION = 2
 
 
 def cache_root() -> Path:
@@ -64,8 +67,8 @@ class DecodeCache:
         key = (content_hash(path), (height, width), kind)
         if key in self._memory:
             return self._memory[key]
-        label = str(height) if height == width else f"{height}x{width}"  # square keeps its old file name
-        file = self.folder / f"{key[0][:32]}_{label}_{kind}.npy"
+        label = str(height) if height == width else f"{height}x{width}"
+        file = self.folder / f"{key[0][:32]}_{label}_{kind}_d{DECODER_VERSION}.npy"
         array = self._read_entry(file, (height, width), kind) if self.disk else None
         if array is None:
             array = _decode_resized(path, (height, width), kind)

@@ -105,3 +105,14 @@ def test_16_bit_grey_is_decoded_in_scale(tmp_path):
     path = tmp_path / "grey16.png"
     Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(path)  # 32896 / 65535 * 255 = 128
     assert DecodeCache(tmp_path / "c").image(path, 8)[0, 0].tolist() == [128, 128, 128]
+
+
+def test_entries_decoded_by_an_older_decoder_are_not_served(tmp_path):
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)).save(path)
+    folder = tmp_path / "c"
+    folder.mkdir()
+    old_name = f"{content_hash(path)[:32]}_8_rgb.npy"  # how version 1 named it, holding Pillow's clipped decode
+    np.save(folder / old_name, np.full((8, 8, 3), 255, dtype=np.uint8))
+    cache = DecodeCache(folder)
+    assert cache.image(path, 8)[0, 0].tolist() == [128, 128, 128] and cache.decoded == 1
