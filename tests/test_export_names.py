@@ -73,3 +73,21 @@ def test_colliding_paths_export_every_image_in_every_format(editable_root, tmp_p
         assert export_name(file, bool(imgsz)) in names
     labels = list((out / "yolo" / "labels").rglob("*.txt"))  # one per image, empty for a background image
     assert len(labels) == len({p.name for p in labels}) == exported
+
+
+@pytest.mark.parametrize("content, says", [("", "it is empty"), ("null", "it holds null"),
+                                           ('{"category": "demo", "images": [], "splits": []}', "it has no splits"),
+                                           ('{"category": "other", "images": [], "splits": []}',
+                                            "it is for category 'other', not 'demo'"),
+                                           ('{"category": "demo", "images": [7], "splits": [{"train": [], "val": [],'
+                                            ' "test": []}]}', "image entry 0: it holds int")])
+def test_a_damaged_split_manifest_names_itself_and_how_to_remake_it(content, says, synthetic_root, tmp_path):
+    from inspectkit.errors import UserError
+    from inspectkit.export.split import load_manifest_split
+
+    path = tmp_path / "splits_demo.json"
+    path.write_text(content)
+    with pytest.raises(UserError) as caught:
+        load_manifest_split(path, load_category(synthetic_root, "demo", progress=False))
+    message = str(caught.value)
+    assert str(path) in message and says in message and "python train.py --category demo" in message

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..cache import content_hash
 from ..data import Category
 from ..errors import UserError
-from ..results import read_json
+from ..results import read_result, schema_problem
 from ..splits import PARTS, check_no_overlap, make_splits
 
 
@@ -23,19 +23,28 @@ class SplitChoice:
     manifest: dict | None = None  # set when new: to be saved with the export
 
 
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is wrong inside a manifest whose top-level fields are right: split 0 and the image entries."""
+    if not manifest["splits"]:
+        return "it has no splits"
+    if (problem := schema_problem(manifest["splits"][0], {part: list for part in PARTS})) is not None:
+        return f"split 0: {problem}"
+    for i, image in enumerate(manifest["images"]):
+        if (problem := schema_problem(image, {"file": str, "sha256": str})) is not None:
+            return f"image entry {i}: {problem}"
+    return None
+
+
 def load_manifest_split(path: Path, category: Category) -> SplitChoice:
     """Split 0 of a manifest in the ``results/splits_<category>.json`` format, checked against the data by hash."""
-    try:
-        manifest = read_json(path)
-        split = manifest["splits"][0]
-        hashes = {img["file"]: img["sha256"] for img in manifest["images"]}
-        part_of = {file: part for part in PARTS for file in split[part]}
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise UserError(f"cannot read the split manifest {path} ({exc.__class__.__name__}: {exc}); "
-                        "fix or delete it, or pass --splits PATH to another one") from None
-    if manifest.get("category") != category.name:
-        raise UserError(f"split manifest {path} is for category '{manifest.get('category')}', not "
-                        f"'{category.name}'; pass --splits PATH to the right one")
+    remake = (f"python train.py --category {category.name} --out {path.parent} (with your data flags), or delete "
+              "it to let the export make its own split, or pass --splits PATH to another one")
+    manifest = read_result(path, {"category": str, "images": list, "splits": list}, remake, category=category.name)
+    if (problem := _manifest_problem(manifest)) is not None:
+        raise UserError(f"{path} is damaged or not the file expected: {problem}; make it again with: {remake}")
+    split = manifest["splits"][0]
+    hashes = {img["file"]: img["sha256"] for img in manifest["images"]}
+    part_of = {file: part for part in PARTS for file in split[part]}
     try:
         check_no_overlap(manifest)
     except ValueError as exc:
