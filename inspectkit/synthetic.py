@@ -3,6 +3,11 @@
 A textured disc (the "object") sits on a shaded background. Defects are drawn on the object and their
 masks are exactly the pixels they changed: ``scratch`` (thin dark lines), ``hole`` (a dark round pit with a
 bright rim) and ``stain`` (a translucent coloured blot).
+
+Other kinds, for measuring a detector beyond one kind of image (``kind=``): ``texture`` (a woven pattern filling
+the frame, defects anywhere), ``border`` (the object inside a thin frame whose brightness differs from image to
+image, like the edge of a fixture). Images may be non-square (``width``/``height``), of mixed sizes (``sizes``),
+or grey.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from .cache import cache_root
 from .results import atomic_write
@@ -23,42 +29,58 @@ DEMO_CATEGORY = "demo"
 _DONE_MARKER = ".complete.json"
 
 
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+KINDS = ("object", "texture", "border")
+
+
+def _grid(height: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:height, 0:height if width is None else width].astype(np.float32)
     return yy, xx
 
 
-def _good_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """An object image (float RGB in [0, 1]) and the object's own mask."""
-    yy, xx = _grid(size)
-    shade = 0.25 + 0.15 * (xx + yy) / (2 * size)
-    image = np.repeat(shade[..., None], 3, axis=2) + rng.normal(0, 0.01, (size, size, 3))
-    cy, cx = size / 2 + rng.uniform(-0.04, 0.04, 2) * size
-    radius = size * rng.uniform(0.34, 0.38)
+def _good_image(rng: np.random.Generator, height: int, width: int | None = None,
+                kind: str = "object") -> tuple[np.ndarray, np.ndarray]:
+    """A defect-free image (float RGB in [0, 1]) of ``kind`` and the mask of where defects may go."""
+    width = height if width is None else width
+    size = min(height, width)
+    yy, xx = _grid(height, width)
+    if kind == "texture":
+        phase = rng.uniform(0, 2 * np.pi, 2)
+        weave = np.sin(xx / size * 40 + phase[0]) * np.sin(yy / size * 40 + phase[1])
+        image = np.array([0.5, 0.45, 0.4]) + 0.08 * weave[..., None] + rng.normal(0, 0.02, (height, width, 3))
+        margin = int(size * 0.08)
+        body = np.zeros((height, width), bool)
+        body[margin:height - margin, margin:width - margin] = True
+        return np.clip(image, 0, 1), body
+    shade = 0.25 + 0.15 * (xx / width + yy / height) / 2
+    image = np.repeat(shade[..., None], 3, axis=2) + rng.normal(0, 0.01, (height, width, 3))
+    cy, cx = np.array([height, width]) / 2 + rng.uniform(-0.04, 0.04, 2) * size
+    radius = size * rng.uniform(0.30, 0.34)
     dist = np.hypot(yy - cy, xx - cx)
     body = dist < radius
     angle = np.arctan2(yy - cy, xx - cx) + rng.uniform(0, 2 * np.pi)
-    texture = 0.05 * np.sin(dist / size * 60) + 0.04 * np.sin(angle * 12) + rng.normal(0, 0.015, (size, size))
+    texture = 0.05 * np.sin(dist / size * 60) + 0.04 * np.sin(angle * 12) + rng.normal(0, 0.015, (height, width))
     base = np.array([0.72, 0.55, 0.33]) + rng.normal(0, 0.015, 3)
     image[body] = base + texture[body, None]
+    if kind == "border":  # a thin frame of its own brightness in every image, like the edge of a fixture
+        band, value = max(2, size // 40), rng.uniform(0, 1)
+        for side in (np.s_[:band], np.s_[-band:]):
+            image[side] = value
+            image[:, side] = value
     return np.clip(image, 0, 1), body
 
 
 def _inside_point(rng: np.random.Generator, body: np.ndarray, margin: float) -> tuple[float, float]:
-    """A random point of the object at least ``margin`` pixels from its edge."""
-    size = body.shape[0]
-    ys, xs = np.nonzero(body)
-    cy, cx = ys.mean(), xs.mean()
-    radius = np.sqrt(body.sum() / np.pi) - margin
-    r = radius * np.sqrt(rng.uniform(0, 1))
-    t = rng.uniform(0, 2 * np.pi)
-    return float(np.clip(cy + r * np.sin(t), 0, size - 1)), float(np.clip(cx + r * np.cos(t), 0, size - 1))
+    """A random point of the defect region, preferring points at least ``margin`` pixels inside it."""
+    inner = ndimage.binary_erosion(body, iterations=max(1, int(margin))) if margin >= 1 else body
+    ys, xs = np.nonzero(inner if inner.any() else body)
+    pick = int(rng.integers(len(ys)))
+    return float(ys[pick]), float(xs[pick])
 
 
 def _scratch(rng, image, body):
-    size = image.shape[0]
-    yy, xx = _grid(size)
-    mask = np.zeros((size, size), bool)
+    size = min(image.shape[:2])
+    yy, xx = _grid(*image.shape[:2])
+    mask = np.zeros(image.shape[:2], bool)
     for _ in range(rng.integers(1, 3)):
         y0, x0 = _inside_point(rng, body, size * 0.12)
         t = rng.uniform(0, np.pi)
@@ -75,8 +97,8 @@ def _scratch(rng, image, body):
 
 
 def _hole(rng, image, body):
-    size = image.shape[0]
-    yy, xx = _grid(size)
+    size = min(image.shape[:2])
+    yy, xx = _grid(*image.shape[:2])
     cy, cx = _inside_point(rng, body, size * 0.1)
     radius = size * rng.uniform(0.04, 0.07)
     dist = np.hypot(yy - cy, xx - cx)
@@ -89,10 +111,10 @@ def _hole(rng, image, body):
 
 
 def _stain(rng, image, body):
-    size = image.shape[0]
-    yy, xx = _grid(size)
+    size = min(image.shape[:2])
+    yy, xx = _grid(*image.shape[:2])
     cy, cx = _inside_point(rng, body, size * 0.12)
-    field = np.zeros((size, size), np.float32)
+    field = np.zeros(image.shape[:2], np.float32)
     for _ in range(4):
         oy, ox = rng.normal(0, size * 0.03, 2)
         sy, sx = size * rng.uniform(0.03, 0.06, 2)
@@ -110,33 +132,48 @@ def _save(array: np.ndarray, path: Path, mode: str = "RGB") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "RGB":
         Image.fromarray((np.clip(array, 0, 1) * 255).round().astype(np.uint8), "RGB").save(path)
+    elif mode == "grey":
+        Image.fromarray((np.clip(array.mean(axis=2), 0, 1) * 255).round().astype(np.uint8), "L").save(path)
     else:
         Image.fromarray(array.astype(np.uint8) * 255, "L").save(path)
 
 
 def make_category(root: str | os.PathLike, name: str = DEMO_CATEGORY, *, image_size: int = 128,
                   n_train: int = 40, n_test_good: int = 10, n_per_defect: int = 10,
-                  defects: tuple[str, ...] = DEFECT_TYPES, seed: int = 0) -> Path:
+                  defects: tuple[str, ...] = DEFECT_TYPES, seed: int = 0, kind: str = "object",
+                  width: int | None = None, height: int | None = None,
+                  sizes: list[tuple[int, int]] | None = None, grey: bool = False) -> Path:
     """Write a synthetic category to ``root/name`` in MVTec layout and return its folder.
 
-    The same arguments always give byte-identical files.
+    Images are ``image_size`` squares, or ``width`` x ``height``, or cycle through ``sizes`` ((width, height)
+    pairs: a category of mixed sizes). The same arguments always give byte-identical files.
     """
     unknown = set(defects) - set(_DRAW)
     if unknown:
         raise ValueError(f"unknown defect types {sorted(unknown)}; choose from {list(_DRAW)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind '{kind}'; choose from {', '.join(KINDS)}")
+    shapes = sizes or [(width or image_size, height or image_size)]
     folder = Path(root) / name
+    mode = "grey" if grey else "RGB"
     rng = np.random.default_rng(seed)
+    count = 0
+
+    def good() -> tuple[np.ndarray, np.ndarray]:
+        nonlocal count
+        w, h = shapes[count % len(shapes)]
+        count += 1
+        return _good_image(rng, h, w, kind)
+
     for i in range(n_train):
-        image, _ = _good_image(rng, image_size)
-        _save(image, folder / "train" / "good" / f"{i:03d}.png")
+        _save(good()[0], folder / "train" / "good" / f"{i:03d}.png", mode)
     for i in range(n_test_good):
-        image, _ = _good_image(rng, image_size)
-        _save(image, folder / "test" / "good" / f"{i:03d}.png")
+        _save(good()[0], folder / "test" / "good" / f"{i:03d}.png", mode)
     for defect in defects:
         for i in range(n_per_defect):
-            image, body = _good_image(rng, image_size)
+            image, body = good()
             mask = _DRAW[defect](rng, image, body)
-            _save(image, folder / "test" / defect / f"{i:03d}.png")
+            _save(image, folder / "test" / defect / f"{i:03d}.png", mode)
             _save(mask, folder / "ground_truth" / defect / f"{i:03d}_mask.png", mode="L")
     return folder
 

@@ -11,6 +11,7 @@ import pytest
 import anomaly
 from inspectkit.cli import run
 from inspectkit.results import read_json
+from inspectkit.synthetic import make_category
 
 FAST = ["--arch", "mobilenet_v2", "--weights", "none", "--image-size", "128", "--coreset-ratio", "0.1"]
 
@@ -104,3 +105,39 @@ def test_no_defects_and_no_ground_truth(editable_root, tmp_path, capsys):
 def test_without_data_the_data_layer_message(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exits_2([], capsys, "does not exist")
+
+
+def test_category_all_runs_every_category_and_reports_a_failed_one(synthetic_root, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root / "demo", root / "demo")
+    make_category(root, "wide", width=160, height=64, n_train=8, n_test_good=3, n_per_defect=2, seed=2)
+    make_category(root, "nodefects", image_size=64, n_train=6, n_test_good=3, n_per_defect=0, seed=3)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    call(["--category", "all", "--data-root", root, *FAST, "--no-figures", "--out", out])
+    printed = capsys.readouterr().out
+    summary = read_json(out / "anomaly_summary.json")
+    rows = {row["category"]: row for row in summary["categories"]}
+    assert set(rows) == {"demo", "nodefects", "wide"}
+    assert rows["nodefects"]["status"] == "failed" and "no defective test images" in rows["nodefects"]["reason"]
+    for name in ("demo", "wide"):
+        record = read_json(out / f"anomaly_{name}.json")
+        assert rows[name]["image_auroc"] == record["metrics"]["image_auroc"]
+        assert rows[name]["baseline_pixel_auroc"] == record["baseline"]["pixel_auroc"]
+        assert rows[name]["peak_rss_mb"] > 0 and rows[name]["seconds"] > 0
+    assert rows["wide"]["input_shape"] == [96, 192]  # 2.5:1 read as 2:1, not squashed to 128 x 128
+    mean = summary["mean"]
+    assert mean["categories"] == 2 and mean["failed"] == 1
+    assert mean["image_auroc"] == pytest.approx((rows["demo"]["image_auroc"] + rows["wide"]["image_auroc"]) / 2)
+    assert summary["provenance"]["git_commit"] and summary["weights"] == "none"
+    table = printed[printed.index("category"):]
+    assert "mean of 2" in table and "nodefects" in table and "failed" in table
+    assert not (out / "anomaly_nodefects.json").exists()
+
+
+def test_category_all_without_categories_names_the_root(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    message = exits_2(["--category", "all", "--data-root", tmp_path / "empty", *FAST, "--out", tmp_path], capsys,
+                      "no category folders")
+    assert str(tmp_path / "empty") in message
+    assert not list(tmp_path.glob("*.json"))

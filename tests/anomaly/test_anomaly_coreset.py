@@ -57,12 +57,23 @@ def test_greedy_spreads_out_far_better_than_random():
         float(np.linalg.norm(points[first_two[0]] - points[first_two[1]])), rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["subsample_greedy", "grouped_greedy"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_subsample_greedy_radius_within_the_stated_factor(seed):
+def test_approximate_greedy_radius_within_the_stated_factor(name, seed):
     points = clustered(6000, seed=seed)
     exact = covering_radius(points, make_sampler("greedy").select(points, 100, seed=seed))
-    fast = covering_radius(points, make_sampler("subsample_greedy").select(points, 100, seed=seed))
+    fast = covering_radius(points, make_sampler(name).select(points, 100, seed=seed))
     assert fast <= RADIUS_FACTOR * exact
+
+
+def test_grouped_greedy_splits_into_groups_and_picks_distinct_points():
+    points = clustered(6000, seed=3)
+    sampler = SAMPLERS["grouped_greedy"](group_size=1000)  # 3,000 oversampled points: three groups
+    chosen = sampler.select(points, 300, seed=0)
+    assert len(chosen) == 300 == len(np.unique(chosen))
+    assert np.array_equal(chosen, sampler.select(points, 300, seed=0))  # seeded, whatever the thread order
+    single = SAMPLERS["grouped_greedy"](group_size=10**6).select(points, 300, seed=0)
+    assert covering_radius(points, chosen) <= RADIUS_FACTOR * covering_radius(points, single)
 
 
 def test_same_seed_same_choice_and_bad_sizes():
