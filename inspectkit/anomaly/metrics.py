@@ -60,13 +60,21 @@ def pro_score(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LI
         n_regions += count
     if n_regions == 0:
         raise ValueError("PRO needs at least one defect region")
-    order = np.argsort(-maps.ravel())  # ties need no order: they are merged below
-    region = regions.ravel()[order]
-    del regions
-    scores = maps.ravel()[order]
-    del order
-    sizes = np.bincount(region, minlength=n_regions + 1)
+    flat_regions, flat_maps = regions.ravel(), maps.ravel()
+    sizes = np.bincount(flat_regions, minlength=n_regions + 1)
     n_negative = int(sizes[0])
+    # The curve is needed only down to the threshold where the FPR passes the limit: keep the pixels at or above
+    # the score of the first defect-free pixel beyond it (exact, and a fraction of the sort)
+    beyond = min(n_negative, int(np.ceil(fpr_limit * n_negative)) + 1)
+    negative_scores = flat_maps[flat_regions == 0]
+    cut = np.partition(negative_scores, n_negative - beyond)[n_negative - beyond]
+    del negative_scores
+    kept = np.flatnonzero(flat_maps >= cut)
+    order = kept[np.argsort(-flat_maps[kept])]  # ties need no order: they are merged below
+    del kept
+    region = flat_regions[order]
+    scores = flat_maps[order]
+    del order, regions
     # each pixel's contribution to the curve once the threshold drops to its score
     fpr = np.cumsum(region == 0) / n_negative
     pro = np.cumsum(np.where(region > 0, 1.0 / (n_regions * sizes[region].clip(min=1)), 0.0))

@@ -73,3 +73,34 @@ def test_per_defect_auroc_and_image_only_metrics():
     result = anomaly_metrics(classes, scores)
     assert result["pixel_auroc"] is None and result["pro"] is None
     assert set(result) == {"image_auroc", "pixel_auroc", "pro", "f1_max", "threshold", "per_defect_image_auroc"}
+
+
+def _pro_by_thresholds(masks, maps, limit):
+    """PRO the slow, obvious way: every distinct score as a threshold, over every pixel."""
+    from scipy import ndimage
+
+    regions = [r for mask in masks for r in _regions(ndimage, mask)]
+    index = [i for i, mask in enumerate(masks) for _ in _regions(ndimage, mask)]
+    negative = ~masks
+    fprs, pros = [0.0], [0.0]
+    for t in np.unique(maps)[::-1]:
+        fprs.append(float((maps[negative] >= t).mean()))
+        pros.append(float(np.mean([(maps[i][r] >= t).mean() for i, r in zip(index, regions, strict=True)])))
+    fprs, pros = np.array(fprs), np.array(pros)
+    y_end = np.interp(limit, fprs, pros)
+    inside = fprs <= limit
+    return float(np.trapezoid(np.r_[pros[inside], y_end], np.r_[fprs[inside], limit]) / limit)
+
+
+def _regions(ndimage, mask):
+    labelled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
+    return [labelled == k for k in range(1, count + 1)]
+
+
+@pytest.mark.parametrize("limit", [0.3, 0.05])
+def test_pro_equals_the_threshold_by_threshold_definition(limit):
+    rng = np.random.default_rng(4)
+    masks = np.zeros((6, 24, 24), bool)
+    masks[0, 3:8, 3:9] = masks[0, 15:20, 15:18] = masks[2, 10:14, 4:20] = masks[4, 1:3, 1:3] = True
+    maps = np.round(rng.random(masks.shape) + 0.6 * masks * rng.random(masks.shape), 2).astype(np.float32)  # ties
+    assert pro_score(masks, maps, limit) == pytest.approx(_pro_by_thresholds(masks, maps, limit), abs=1e-9)
