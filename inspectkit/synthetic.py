@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from .cache import cache_root
 from .results import atomic_write
@@ -30,6 +29,7 @@ _DONE_MARKER = ".complete.json"
 
 
 KINDS = ("object", "texture", "border")
+FRAME_WIDTH = 1 / 40  # of the shorter side, for kind="border"
 
 
 def _grid(height: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +54,7 @@ def _good_image(rng: np.random.Generator, height: int, width: int | None = None,
     shade = 0.25 + 0.15 * (xx / width + yy / height) / 2
     image = np.repeat(shade[..., None], 3, axis=2) + rng.normal(0, 0.01, (height, width, 3))
     cy, cx = np.array([height, width]) / 2 + rng.uniform(-0.04, 0.04, 2) * size
-    radius = size * rng.uniform(0.30, 0.34)
+    radius = size * rng.uniform(0.34, 0.38)
     dist = np.hypot(yy - cy, xx - cx)
     body = dist < radius
     angle = np.arctan2(yy - cy, xx - cx) + rng.uniform(0, 2 * np.pi)
@@ -62,7 +62,7 @@ def _good_image(rng: np.random.Generator, height: int, width: int | None = None,
     base = np.array([0.72, 0.55, 0.33]) + rng.normal(0, 0.015, 3)
     image[body] = base + texture[body, None]
     if kind == "border":  # a thin frame of its own brightness in every image, like the edge of a fixture
-        band, value = max(2, size // 40), rng.uniform(0, 1)
+        band, value = max(2, round(size * FRAME_WIDTH)), rng.uniform(0, 1)
         for side in (np.s_[:band], np.s_[-band:]):
             image[side] = value
             image[:, side] = value
@@ -70,11 +70,14 @@ def _good_image(rng: np.random.Generator, height: int, width: int | None = None,
 
 
 def _inside_point(rng: np.random.Generator, body: np.ndarray, margin: float) -> tuple[float, float]:
-    """A random point of the defect region, preferring points at least ``margin`` pixels inside it."""
-    inner = ndimage.binary_erosion(body, iterations=max(1, int(margin))) if margin >= 1 else body
-    ys, xs = np.nonzero(inner if inner.any() else body)
-    pick = int(rng.integers(len(ys)))
-    return float(ys[pick]), float(xs[pick])
+    """A random point of the defect region at least about ``margin`` pixels from its edge."""
+    height, width = body.shape
+    ys, xs = np.nonzero(body)
+    cy, cx = ys.mean(), xs.mean()
+    radius = np.sqrt(body.sum() / np.pi) - margin
+    r = radius * np.sqrt(rng.uniform(0, 1))
+    t = rng.uniform(0, 2 * np.pi)
+    return float(np.clip(cy + r * np.sin(t), 0, height - 1)), float(np.clip(cx + r * np.cos(t), 0, width - 1))
 
 
 def _scratch(rng, image, body):
