@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from inspectkit.anomaly import PatchCore, PatchCoreConfig
@@ -94,10 +95,12 @@ def main(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     if args.category == ALL and not args.demo:
         return benchmark(args, config, weights, device)
+    started = time.perf_counter()
     category = resolve_category(args)
+    category_s = time.perf_counter() - started
     out = ensure_writable_dir(args.out)
     record, detector = run_detection(category, config, weights, device=device, baseline=not args.no_baseline,
-                                     out=out, figures=not args.no_figures)
+                                     out=out, figures=not args.no_figures, category_s=category_s)
     path = write_record(out, record, detector.weights, category)
     print_summary(path, record)
     return record

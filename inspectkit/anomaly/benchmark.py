@@ -5,6 +5,7 @@ reported with its reason; the others still run."""
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,9 +36,10 @@ def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: 
     rows = []
     for name in find_categories(root):
         try:
+            started = time.perf_counter()
             category = load_category(root, name, progress=progress)
             record, _ = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
-                                      figures=figures, progress=progress)
+                                      figures=figures, progress=progress, category_s=time.perf_counter() - started)
         except UserError as exc:
             rows.append({"category": name, "status": "failed", "reason": str(exc)})
             print(f"{name}: failed: {exc}")

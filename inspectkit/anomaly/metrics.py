@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 
 PRO_FPR_LIMIT = 0.3
 
@@ -19,8 +19,12 @@ def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
-    """ROC AUC over every pixel of every image (masks bool (N, H, W), maps float of the same shape)."""
-    return float(roc_auc_score(np.asarray(masks, dtype=bool).ravel(), np.asarray(maps, dtype=np.float32).ravel()))
+    """ROC AUC over every pixel of every image (masks bool (N, H, W), maps float of the same shape).
+
+    The area under scikit-learn's ``roc_curve``: the same number as ``roc_auc_score``, which spends a third more
+    time on input checks that 10^7 pixels make slow (a ``np.unique`` of the labels)."""
+    fpr, tpr, _ = roc_curve(np.asarray(masks, dtype=bool).ravel(), np.asarray(maps, dtype=np.float32).ravel())
+    return float(auc(fpr, tpr))
 
 
 def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
