@@ -1,0 +1,82 @@
+"""anomaly.py under faults: Ctrl-C while decoding and while worker threads extract features (exit 130, nothing
+written for the interrupted run, the next run works), and damaged detector files (exit 2 naming the file and the
+command that makes it again)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import run_script
+
+import anomaly
+from inspectkit import cache as cache_module
+from inspectkit.anomaly import features as features_module
+from inspectkit.cli import run
+
+FAST = ["--category", "demo", "--arch", "mobilenet_v2", "--weights", "none", "--image-size", "64",
+        "--coreset-ratio", "0.1", "--batch-size", "4", "--no-figures"]
+
+
+def _interrupt_on_call(n, real):
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("phase", ["decoding", "features"])
+def test_an_interrupted_run_writes_nothing_and_the_next_run_works(phase, synthetic_root, tmp_path, monkeypatch,
+                                                                  capsys):
+    monkeypatch.setenv("INSPECTKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "results"
+    argv = ["--data-root", str(synthetic_root), *FAST, "--out", str(out)]
+    if phase == "decoding":
+        monkeypatch.setattr(cache_module, "_decode_resized", _interrupt_on_call(5, cache_module._decode_resized))
+    else:  # raised inside a worker thread's forward pass, the third batch of the fit
+        forward = features_module.PatchFeatureExtractor.forward
+        monkeypatch.setattr(features_module.PatchFeatureExtractor, "forward", _interrupt_on_call(3, forward))
+    code, _, err = run_script(anomaly, argv, capsys)
+    assert code == 130 and err.strip().splitlines()[-1].endswith(": interrupted") and "Traceback" not in err
+    written = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".write-check")] \
+        if out.exists() else []
+    assert written == []  # no results JSON, no detector file, no temporary file
+    monkeypatch.undo()
+    monkeypatch.setenv("INSPECTKIT_CACHE", str(tmp_path / "cache"))
+    code, _, err = run_script(anomaly, argv, capsys)
+    assert code == 0, err
+    assert (out / "anomaly_demo.json").exists() and (out / "detectors" / "anomaly_demo_mobilenet_v2.pt").exists()
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+@pytest.fixture(scope="module")
+def detector_file(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fitted")
+    run(anomaly.main, anomaly.get_args_parser(),
+        ["--data-root", str(synthetic_root), *FAST, "--no-baseline", "--out", str(out)])
+    return out / "detectors" / "anomaly_demo_mobilenet_v2.pt"
+
+
+@pytest.mark.parametrize(("damage", "match"), [
+    (lambda state: state.pop("bank"), "no memory bank"),
+    (lambda state: state["config"].update(colour="blue"), "unknown config key(s) colour"),
+    (lambda state: state.update(input_shape="square"), "no input shape"),
+    (lambda state: state.update(version=1), "version 1 detector file"),
+])
+def test_a_damaged_detector_file_names_itself_and_the_command(damage, match, detector_file, tmp_path, capsys):
+    state = torch.load(detector_file, weights_only=True)
+    damage(state)
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    images = tmp_path / "images"
+    images.mkdir()
+    code, _, err = run_script(anomaly, ["--load", str(broken), "--images", str(images), "--out", str(tmp_path)],
+                              capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err and match in line
+    assert str(broken) in line and "python anomaly.py" in line
+    assert not list(tmp_path.glob("*.json"))
