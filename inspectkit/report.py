@@ -369,7 +369,20 @@ def anomaly_context(inputs: Inputs, data: dict) -> dict:
         "peak_rss_mb": data["peak_rss_mb"],
         "figure": _figure(inputs, f"anomaly_{inputs.category}.png"),
         "weights": data["provenance"]["weights"],
+        "input_shape": config.get("input_shape"),
+        "others": _other_categories(inputs),
     }
+
+
+def _other_categories(inputs: Inputs) -> list[dict]:
+    """The other categories of ``anomaly.py --category all`` (anomaly_summary.json), when it ran; else none."""
+    path = inputs.results_dir / "anomaly_summary.json"
+    try:
+        rows = read_json(path)["categories"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [r for r in rows if isinstance(r, dict) and r.get("status") == "ok" and r.get("category") != inputs.category
+            and r.get("image_auroc") is not None]
 
 
 def export_context(inputs: Inputs, data: dict) -> dict:
