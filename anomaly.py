@@ -25,6 +25,7 @@ from inspectkit.anomaly import PatchCore, PatchCoreConfig
 from inspectkit.anomaly.benchmark import format_table, run_benchmark
 from inspectkit.anomaly.coreset import SAMPLERS
 from inspectkit.anomaly.features import DEFAULT_LAYERS, default_layers
+from inspectkit.anomaly.geometry import input_shape
 from inspectkit.anomaly.pipeline import run_detection
 from inspectkit.cache import DecodeCache
 from inspectkit.cli import (
@@ -96,7 +97,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.category == ALL and not args.demo:
         return benchmark(args, config, weights, device)
     started = time.perf_counter()
-    category = resolve_category(args)
+    # the check stores each image at the detector's input shape (pipeline.category_shape) as it decodes it
+    category = resolve_category(args, prewarm=lambda sizes: input_shape(sizes, config.image_size))
     category_s = time.perf_counter() - started
     out = ensure_writable_dir(args.out)
     record, detector = run_detection(category, config, weights, device=device, baseline=not args.no_baseline,

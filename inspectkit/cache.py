@@ -1,6 +1,7 @@
 """Decode each image once: resized uint8 arrays cached in memory and on disk, keyed by file content and size.
 
-Decoding goes through ``imageio.open_image``; a damaged disk entry is discarded and rebuilt, never an error.
+Decoding goes through ``imageio.open_image``; a damaged disk entry is discarded and rebuilt, never an error. A
+caller that decodes a file anyway (the data check) hands the image over with ``prewarm``, so nothing decodes it twice.
 """
 
 from __future__ import annotations
@@ -62,23 +63,41 @@ class DecodeCache:
         self._memory: dict[tuple[str, tuple[int, int], str], np.ndarray] = {}
         self.decoded = 0  # how many files were actually decoded (not served from a cache)
 
-    def _load(self, path: Path, size: Size, kind: str) -> np.ndarray:
+    def _entry(self, path: Path, size: Size, kind: str) -> tuple[tuple[str, tuple[int, int], str], Path]:
+        """The memory key and the disk file of ``path`` at ``size``."""
         height, width = _height_width(size)
         key = (content_hash(path), (height, width), kind)
+        label = str(height) if height == width else f"{height}x{width}"
+        return key, self.folder / f"{key[0][:32]}_{label}_{kind}_d{DECODER_VERSION}.npy"
+
+    def _load(self, path: Path, size: Size, kind: str) -> np.ndarray:
+        key, file = self._entry(path, size, kind)
         if key in self._memory:
             return self._memory[key]
-        label = str(height) if height == width else f"{height}x{width}"
-        file = self.folder / f"{key[0][:32]}_{label}_{kind}_d{DECODER_VERSION}.npy"
-        array = self._read_entry(file, (height, width), kind) if self.disk else None
+        array = self._read_entry(file, key[1], kind) if self.disk else None
         if array is None:
-            array = _decode_resized(path, (height, width), kind)
+            array = _decode_resized(path, key[1], kind)
             self.decoded += 1
-            if self.disk:
-                with contextlib.suppress(UnwritablePath):  # the disk copy only saves time: never fail the run
-                    atomic_write(file, lambda fh: np.save(fh, array))
-        if self.memory:
+            self._keep(key, file, array)
+        elif self.memory:
             self._memory[key] = array
         return array
+
+    def _keep(self, key: tuple[str, tuple[int, int], str], file: Path, array: np.ndarray) -> None:
+        if self.disk:
+            with contextlib.suppress(UnwritablePath):  # the disk copy only saves time: never fail the run
+                atomic_write(file, lambda fh: np.save(fh, array))
+        if self.memory:
+            self._memory[key] = array
+
+    def prewarm(self, path: str | os.PathLike, decoded: Image.Image, size: Size, kind: str = "rgb") -> None:
+        """Store ``decoded``, what ``open_image(path)`` gave a caller that needed the full image anyway (the data
+        check), resized to ``size`` as the entry a later ``image`` (``kind="rgb"``) or ``mask`` (``kind="mask"``)
+        call reads, so that call decodes nothing. An entry already stored is left as it is."""
+        key, file = self._entry(Path(path), size, kind)
+        if key in self._memory or (self.disk and file.is_file()):
+            return
+        self._keep(key, file, _resized(decoded, key[1], kind))
 
     @staticmethod
     def _read_entry(file: Path, size: tuple[int, int], kind: str) -> np.ndarray | None:
@@ -117,8 +136,13 @@ def _height_width(size: Size) -> tuple[int, int]:
 
 
 def _decode_resized(path: Path, size: tuple[int, int], kind: str) -> np.ndarray:
+    return _resized(open_image(path), size, kind)  # a BadImage reaches the caller, which lists the file
+
+
+def _resized(img: Image.Image, size: tuple[int, int], kind: str) -> np.ndarray:
+    """A decoded image at ``(height, width)``, as the cache stores it: RGB uint8 (``kind="rgb"``) or bool
+    (``kind="mask"``)."""
     height, width = size
-    img = open_image(path)  # a BadImage (too large, undecodable) reaches the caller, which lists the file
     if kind == "rgb":
         return np.asarray(img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)).copy()
     mask = img.convert("L").resize((width, height), Image.Resampling.NEAREST)

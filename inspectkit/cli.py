@@ -11,7 +11,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .data import DATA_ROOT_ENV, DEFAULT_CATEGORY, DEFAULT_DATA_ROOT, Category, check_category_name, load_category
+from .data import (
+    DATA_ROOT_ENV,
+    DEFAULT_CATEGORY,
+    DEFAULT_DATA_ROOT,
+    Category,
+    Prewarm,
+    check_category_name,
+    load_category,
+)
 from .errors import UserError
 
 DEFAULT_OUT = "results"
@@ -153,16 +161,19 @@ def check_demo_flags(args: argparse.Namespace) -> None:
         raise UserError("--demo generates its own data; drop --data-root")
 
 
-def resolve_category(args: argparse.Namespace, *, validate: bool = True, progress: bool = True) -> Category:
-    """Load the category the flags name; with ``--demo``, generate and use the synthetic one."""
+def resolve_category(args: argparse.Namespace, *, validate: bool = True, progress: bool = True,
+                     prewarm: Prewarm | None = None) -> Category:
+    """Load the category the flags name; with ``--demo``, generate and use the synthetic one. ``prewarm``: the
+    model input size to store each checked image at (see ``data.validate_category``)."""
     if getattr(args, "demo", False):
         from .synthetic import DEMO_CATEGORY, demo_root
 
         check_demo_flags(args)
         root = demo_root()
         args.category = DEMO_CATEGORY
-        return load_category(root, DEMO_CATEGORY, validate=validate, progress=progress, demo=True)
-    return load_category(args.data_root, args.category, validate=validate, progress=progress)
+        return load_category(root, DEMO_CATEGORY, validate=validate, progress=progress, demo=True,
+                             prewarm=prewarm)
+    return load_category(args.data_root, args.category, validate=validate, progress=progress, prewarm=prewarm)
 
 
 def data_root_of(category: Category) -> Path:

@@ -11,13 +11,16 @@ import contextlib
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
-from .cache import cache_root
+from .cache import DecodeCache, Size, cache_root
 from .errors import UserError
 from .imageio import IMAGE_SUFFIXES, BadImage, list_image_files, open_image
 from .results import UnwritablePath, atomic_write
@@ -27,6 +30,9 @@ DATA_ROOT_ENV = "MVTEC_ROOT"
 DEFAULT_DATA_ROOT = Path("data")
 DEFAULT_CATEGORY = "hazelnut"
 GOOD = "good"
+# The model input size to store each checked image at: a size, or a rule choosing it from the native
+# (width, height) sizes of the training images, e.g. the anomaly detector's ``geometry.input_shape``.
+Prewarm = Size | Callable[[list[tuple[int, int]]], Size]
 
 
 def how_to_get_data(category: str | None) -> str:
@@ -287,50 +293,118 @@ _IMAGE_FIELDS = ("width", "height", "mode")
 _MASK_FIELDS = ("width", "height", "fraction", "binary", "levels")
 
 
-def _check_image(path: Path, memo: _CheckMemo) -> dict:
+class _Prewarm:
+    """Where the check stores what it decoded, resized to the model's input size: the decode cache's disk entries."""
+
+    def __init__(self, request: Prewarm, category: Category, memo: _CheckMemo) -> None:
+        self.cache = DecodeCache(memory=False)
+        self.size = request(_train_sizes(category, memo)) if callable(request) else request
+
+    def store(self, path: Path, decoded: Image.Image, kind: str) -> None:
+        with contextlib.suppress(OSError):  # the stored copy only saves time: never fail the check
+            self.cache.prewarm(path, decoded, self.size, kind)
+
+
+def _train_sizes(category: Category, memo: _CheckMemo) -> list[tuple[int, int]]:
+    """Native (width, height) of the training images, from the memo or the file header (nothing is decoded)."""
+    sizes = []
+    for sample in category.split_samples("train"):
+        with contextlib.suppress(OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            record = memo.get(sample.path, _IMAGE_FIELDS)
+            if record is None:
+                with Image.open(sample.path) as img:
+                    sizes.append(img.size)
+            elif "error" not in record:
+                sizes.append((record["width"], record["height"]))
+    return sizes
+
+
+def _check_image(path: Path, memo: _CheckMemo, prewarm: _Prewarm | None) -> dict:
     if (record := memo.get(path, _IMAGE_FIELDS)) is not None:
         return record
     try:
         img = open_image(path)
     except BadImage as exc:
         return {"error": exc.reason} if exc.transient else memo.put(path, {"error": exc.reason})
+    if prewarm is not None:
+        prewarm.store(path, img, "rgb")
     return memo.put(path, {"width": img.width, "height": img.height, "mode": img.info["source_mode"]})
 
 
-def _check_mask_file(path: Path, memo: _CheckMemo) -> dict:
+def _check_mask_file(path: Path, memo: _CheckMemo, prewarm: _Prewarm | None) -> dict:
     if (record := memo.get(path, _MASK_FIELDS)) is not None:
         return record
     try:
-        mask = np.asarray(open_image(path).convert("L"))
+        grey = open_image(path).convert("L")
     except BadImage as exc:
         return {"error": exc.reason} if exc.transient else memo.put(path, {"error": exc.reason})
+    if prewarm is not None:
+        prewarm.store(path, grey, "mask")
+    mask = np.asarray(grey)
     values = set(np.unique(mask).tolist())
     return memo.put(path, {"width": mask.shape[1], "height": mask.shape[0], "fraction": float((mask > 0).mean()),
                            "binary": values <= {0, 255} or values <= {0, 1}, "levels": len(values)})
 
 
-def validate_category(category: Category, progress: bool = True, memo: bool = True) -> Category:
+def _unreadable(exc: OSError) -> dict:
+    """The record of a file whose memo key could not be made: it vanished, or its folder is not searchable."""
+    return {"error": f"cannot read ({exc.strerror or exc})"}
+
+
+def _check_sample(sample: Sample, memo: _CheckMemo, prewarm: _Prewarm | None) -> tuple[dict, dict | None]:
+    """The records of a sample's image and (when the image is usable) its mask; runs in a worker thread."""
+    try:
+        image = _check_image(sample.path, memo, prewarm)
+    except OSError as exc:
+        image = _unreadable(exc)
+    if sample.mask_path is None or "error" in image:
+        return image, None
+    try:
+        return image, _check_mask_file(sample.mask_path, memo, prewarm)
+    except OSError as exc:
+        return image, _unreadable(exc)
+
+
+def _needs_decode(sample: Sample, memo: _CheckMemo) -> bool:
+    try:
+        return (memo.get(sample.path, _IMAGE_FIELDS) is None
+                or (sample.mask_path is not None and memo.get(sample.mask_path, _MASK_FIELDS) is None))
+    except OSError:
+        return False  # the check reports it without decoding
+
+
+def validate_category(category: Category, progress: bool = True, memo: bool = True,
+                      prewarm: Prewarm | None = None) -> Category:
     """Decode every image and mask; drop undecodable images and bad masks, recording each problem.
 
     Fills ``image_info`` (native size and mode) and ``mask_fraction`` (share of defective pixels). What a
-    decode found is remembered per file (path, size, mtime) in the cache, so a second run is quick.
+    decode found is remembered per file (path, size, mtime) in the cache, so a second run is quick. With
+    ``prewarm`` (a size, or a rule choosing it from the training images' native sizes), each image and mask the
+    check decodes is also resized and stored in the decode cache, so the model's first read decodes nothing.
+    Files are decoded on all cores.
     """
     checks = _CheckMemo(enabled=memo)
+    warm = None
+    if prewarm is not None and any(_needs_decode(s, checks) for s in category.samples):
+        with contextlib.suppress(ValueError):  # no readable training header: the model decodes on its own
+            warm = _Prewarm(prewarm, category, checks)
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)  # Pillow decodes without holding the GIL
+    try:
+        records = list(tqdm(pool.map(lambda s: _check_sample(s, checks, warm), category.samples),
+                            total=len(category.samples), desc=f"checking {category.name}", unit="img",
+                            disable=not progress, leave=False))
+    finally:  # on Ctrl-C (or an error) stop at once, not after the files still queued
+        pool.shutdown(cancel_futures=True)
+    checks.save()
     kept: list[Sample] = []
-    for sample in tqdm(category.samples, desc=f"checking {category.name}", unit="img",
-                       disable=not progress, leave=False):
-        try:
-            record = _check_image(sample.path, checks)
-        except OSError as exc:  # stat of the memo key: the file vanished or its folder is not searchable
-            record = {"error": f"cannot read ({exc.strerror or exc})"}
+    for sample, (record, mask_record) in zip(category.samples, records, strict=True):
         if "error" in record:
             category.add_problem(sample.path, f"{record['error']}; skipped")
             continue
         category.image_info[sample.path] = ImageInfo(record["width"], record["height"], record["mode"])
         if sample.mask_path is not None:
-            sample = _check_mask(category, sample, (record["width"], record["height"]), checks)
+            sample = _check_mask(category, sample, (record["width"], record["height"]), mask_record)
         kept.append(sample)
-    checks.save()
     category.samples = kept
 
     modes = Counter(info.mode for info in category.image_info.values())
@@ -344,12 +418,8 @@ def validate_category(category: Category, progress: bool = True, memo: bool = Tr
     return category
 
 
-def _check_mask(category: Category, sample: Sample, image_size: tuple[int, int], memo: _CheckMemo) -> Sample:
+def _check_mask(category: Category, sample: Sample, image_size: tuple[int, int], record: dict) -> Sample:
     mask_path = sample.mask_path
-    try:
-        record = _check_mask_file(mask_path, memo)
-    except OSError as exc:
-        record = {"error": f"cannot read ({exc.strerror or exc})"}
     if "error" in record:
         category.add_problem(mask_path, f"mask: {record['error']}; image kept without mask")
         return Sample(sample.path, sample.split, sample.label, None)
@@ -365,14 +435,15 @@ def _check_mask(category: Category, sample: Sample, image_size: tuple[int, int],
 
 
 def load_category(data_root: str | os.PathLike | None, category: str | None, *, validate: bool = True,
-                  progress: bool = True, demo: bool = False) -> Category:
-    """Locate, scan and (by default) validate a category: the one entry point the scripts use."""
+                  progress: bool = True, demo: bool = False, prewarm: Prewarm | None = None) -> Category:
+    """Locate, scan and (by default) validate a category: the one entry point the scripts use. ``prewarm``: see
+    ``validate_category``."""
     root = resolve_data_root(data_root)
     name, folder = locate_category(root, category)
     result = scan_category(name, folder)
     result.demo = demo
     if validate:
-        validate_category(result, progress=progress)
+        validate_category(result, progress=progress, prewarm=prewarm)
         if not result.split_samples("train"):
             raise UserError(f"no decodable images in {folder / 'train' / GOOD}")
         if not result.split_samples("test"):

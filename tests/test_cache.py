@@ -116,3 +116,21 @@ def test_entries_decoded_by_an_older_decoder_are_not_served(tmp_path):
     np.save(folder / old_name, np.full((8, 8, 3), 255, dtype=np.uint8))
     cache = DecodeCache(folder)
     assert cache.image(path, 8)[0, 0].tolist() == [128, 128, 128] and cache.decoded == 1
+
+
+def test_a_prewarmed_entry_is_served_without_decoding_and_an_existing_one_is_kept(tmp_path):
+    from inspectkit.imageio import open_image
+
+    path = tmp_path / "wide.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    DecodeCache(tmp_path / "c").prewarm(path, open_image(path), (12, 20))
+    DecodeCache(tmp_path / "c").prewarm(path, open_image(path).convert("L"), (12, 20), kind="mask")
+    cache = DecodeCache(tmp_path / "c")
+    expected = np.asarray(Image.fromarray(pixels).resize((20, 12), Image.Resampling.BILINEAR))
+    assert np.array_equal(cache.image(path, (12, 20)), expected)
+    assert np.array_equal(cache.mask(path, (12, 20)), DecodeCache(disk=False).mask(path, (12, 20)))
+    assert cache.decoded == 0
+
+    DecodeCache(tmp_path / "c").prewarm(path, Image.new("RGB", (50, 30)), (12, 20))  # a stored entry stays
+    assert np.array_equal(DecodeCache(tmp_path / "c").image(path, (12, 20)), expected)

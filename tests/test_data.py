@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from inspectkit.cache import DecodeCache
 from inspectkit.data import list_categories, load_category, locate_category, resolve_data_root
 from inspectkit.errors import UserError
 
@@ -235,3 +238,65 @@ def test_an_unreadable_class_folder_is_listed_and_skipped(editable_root, monkeyp
     denied = train
     with pytest.raises(UserError, match=rf"cannot read {train} \(Permission denied\)"):
         load_category(editable_root, "demo", progress=False)
+
+
+def _count_decodes(monkeypatch) -> Counter:
+    """Count the full decodes of each file, wherever the toolkit asks for one (the check and the decode cache)."""
+    import inspectkit.cache
+    import inspectkit.data
+    import inspectkit.imageio
+
+    counts: Counter = Counter()
+    real = inspectkit.imageio.open_image
+
+    def counting(path):
+        counts[Path(path)] += 1
+        return real(path)
+
+    for module in (inspectkit.data, inspectkit.cache, inspectkit.imageio):
+        monkeypatch.setattr(module, "open_image", counting)
+    return counts
+
+
+def test_a_cold_check_and_the_first_model_read_decode_each_file_once(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("INSPECTKIT_CACHE", str(tmp_path / "cache"))  # cold: no check memo, no decoded entries
+    counts = _count_decodes(monkeypatch)
+    seen_sizes = []
+
+    def shape_rule(sizes):
+        seen_sizes.append(sorted(sizes))
+        return (40, 48)
+
+    category = load_category(synthetic_root, "demo", progress=False, prewarm=shape_rule)
+    train = category.split_samples("train")
+    assert seen_sizes == [sorted((category.image_info[s.path].width, category.image_info[s.path].height)
+                                 for s in train)]
+    cache = DecodeCache(memory=False)  # what the detector reads, at the shape the rule chose
+    images = {s.path: cache.image(s.path, (40, 48)) for s in category.samples}
+    masks = {s.mask_path: cache.mask(s.mask_path, (40, 48)) for s in category.samples if s.mask_path}
+    assert cache.decoded == 0 and masks
+    assert counts == Counter({path: 1 for path in [*images, *masks]})
+
+    for path, image in images.items():  # the stored entries are a plain decode and resize
+        expected = Image.open(path).convert("RGB").resize((48, 40), Image.Resampling.BILINEAR)
+        assert image.shape == (40, 48, 3) and np.array_equal(image, np.asarray(expected))
+    for path, mask in masks.items():
+        expected = np.asarray(Image.open(path).convert("L").resize((48, 40), Image.Resampling.NEAREST)) > 0
+        assert mask.shape == (40, 48) and np.array_equal(mask, expected)
+
+    again = load_category(synthetic_root, "demo", progress=False, prewarm=shape_rule)  # the memo skips the check
+    assert sum(counts.values()) == len(images) + len(masks) and len(seen_sizes) == 1
+    assert again.image_info == category.image_info and again.mask_fraction == category.mask_fraction
+
+
+def test_prewarm_keeps_every_check_result(editable_root, tmp_path, monkeypatch):
+    plain = load_category(editable_root, "demo", progress=False, validate=False)
+    (editable_root / "demo/train/good/003.png").write_bytes(b"broken")
+    (editable_root / "demo/ground_truth/hole/001_mask.png").write_bytes(b"broken")
+    monkeypatch.setenv("INSPECTKIT_CACHE", str(tmp_path / "without"))
+    without = load_category(editable_root, "demo", progress=False)
+    monkeypatch.setenv("INSPECTKIT_CACHE", str(tmp_path / "with"))
+    with_prewarm = load_category(editable_root, "demo", progress=False, prewarm=32)
+    assert with_prewarm.problems == without.problems and len(without.problems) == 2
+    assert with_prewarm.samples == without.samples and len(without.samples) == len(plain.samples) - 1
+    assert with_prewarm.image_info == without.image_info and with_prewarm.mask_fraction == without.mask_fraction

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..data import list_categories, load_category
 from ..errors import UserError
+from .geometry import input_shape
 from .patchcore import PatchCoreConfig
 from .pipeline import run_detection
 
@@ -37,7 +38,8 @@ def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: 
     for name in find_categories(root):
         try:
             started = time.perf_counter()
-            category = load_category(root, name, progress=progress)
+            category = load_category(root, name, progress=progress,
+                                     prewarm=lambda sizes: input_shape(sizes, config.image_size))
             record, _ = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
                                       figures=figures, progress=progress, category_s=time.perf_counter() - started)
         except UserError as exc:

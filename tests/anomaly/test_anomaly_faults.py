@@ -9,7 +9,7 @@ import torch
 from helpers import run_script
 
 import anomaly
-from inspectkit import cache as cache_module
+from inspectkit import data as data_module
 from inspectkit.anomaly import features as features_module
 from inspectkit.cli import run
 
@@ -36,7 +36,8 @@ def test_an_interrupted_run_writes_nothing_and_the_next_run_works(phase, synthet
     out = tmp_path / "results"
     argv = ["--data-root", str(synthetic_root), *FAST, "--out", str(out)]
     if phase == "decoding":
-        monkeypatch.setattr(cache_module, "_decode_resized", _interrupt_on_call(5, cache_module._decode_resized))
+        # a cold run decodes each file once, in the data check, which stores it at the detector's input shape
+        monkeypatch.setattr(data_module, "open_image", _interrupt_on_call(5, data_module.open_image))
     else:  # raised inside a worker thread's forward pass, the third batch of the fit
         forward = features_module.PatchFeatureExtractor.forward
         monkeypatch.setattr(features_module.PatchFeatureExtractor, "forward", _interrupt_on_call(3, forward))
