@@ -1,7 +1,11 @@
-"""Peak resident memory of this process over a stretch of work, sampled in a background thread (psutil)."""
+"""Peak resident memory of this process over a stretch of work, sampled in a background thread (psutil), and
+glibc's malloc told to hand large freed blocks back to the system."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
 import threading
 
 import psutil
@@ -42,3 +46,23 @@ class PeakMemory:
     @property
     def mb(self) -> float:
         return self.peak_bytes / 2**20
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+
+
+@functools.cache
+def fixed_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at 128 KiB instead of letting it rise after each large free (its default).
+
+    With the rising threshold, the many same-sized feature batches of a streamed fit end up on the heap, which
+    glibc does not give back: peak RSS grew with the number of training images (2.2 GB for 300, 2.4 GB for 500).
+    Fixed, each large block is its own mapping and is returned when freed. Once per process; a no-op elsewhere
+    than glibc. Returns whether it took effect."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False

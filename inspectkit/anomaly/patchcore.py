@@ -83,6 +83,7 @@ class PatchCore:
         self.pool_size: int | None = None
         self.coreset_radius: float | None = None
         self.threshold: float | None = None
+        self._pool_threads: ThreadPoolExecutor | None = None
         self._pool: list[torch.Tensor] = []
         self._pool_rows: np.ndarray | None = None
         self._seen = 0
@@ -112,10 +113,17 @@ class PatchCore:
         if workers <= 1 or len(starts) == 1:
             batches = [forward(start) for start in starts]
         else:
-            with one_thread(), ThreadPoolExecutor(max_workers=workers) as pool:
-                batches = list(pool.map(forward, starts))
+            with one_thread():
+                batches = list(self._workers(workers).map(forward, starts))
         bar.close()
         return torch.cat(batches)
+
+    def _workers(self, n: int) -> ThreadPoolExecutor:
+        """One pool for the detector's life: a new thread per batch would give glibc a new malloc arena each time,
+        and the memory freed there is kept (measured: peak RSS grew by 1 GB from 100 to 500 training images)."""
+        if self._pool_threads is None or self._pool_threads._max_workers != n:
+            self._pool_threads = ThreadPoolExecutor(max_workers=n, thread_name_prefix="features")
+        return self._pool_threads
 
     # -- fitting, streamed --------------------------------------------------------------------------------------
     def begin_fit(self, n_images: int, input_shape: tuple[int, int]) -> PatchCore:

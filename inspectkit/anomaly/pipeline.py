@@ -20,7 +20,7 @@ from ..data import GOOD, Category, Sample
 from ..errors import UserError
 from .baseline import GaussianBaseline
 from .geometry import input_shape
-from .memory import PeakMemory
+from .memory import PeakMemory, fixed_mmap_threshold
 from .metrics import anomaly_metrics
 from .patchcore import PatchCore, PatchCoreConfig
 
@@ -82,6 +82,7 @@ def run_detection(category: Category, config: PatchCoreConfig, weights: str, *, 
     """Fit on ``train/good``, score ``test/``, measure; returns the results record (no provenance) and the
     fitted detector. With ``out``, the detector file and (with ``figures``) the figures are written under it.
     ``category_s``, the caller's time for finding and checking the category, counts in the total."""
+    fixed_mmap_threshold()
     with PeakMemory() as peak:
         record, detector = _run(category, config, weights, torch.device(device), baseline, out, figures, progress)
     record["peak_rss_mb"] = round(peak.mb, 1)
