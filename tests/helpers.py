@@ -14,3 +14,16 @@ def run_script(script, argv: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def interrupt_on_call(n: int, real):
+    """``real`` wrapped so that its ``n``-th call raises KeyboardInterrupt, as Ctrl-C would at that moment."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapper

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_script
+from helpers import interrupt_on_call, run_script
 
 import train
 from inspectkit import cache as cache_module
@@ -16,18 +16,6 @@ from inspectkit import training
 def _argv(root, out):
     return ["--attempt", "2", "--category", "demo", "--data-root", str(root), "--image-size", "32", "--epochs", "1",
             "--splits", "2", "--arch", "mobilenet_v2", "--weights", "none", "--out", str(out)]
-
-
-def _interrupt_on_call(n, real):
-    calls = []
-
-    def wrapper(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    return wrapper
 
 
 def _leftovers(*folders):
@@ -41,9 +29,9 @@ def test_an_interrupted_run_keeps_completed_work_and_the_next_run_works(phase, s
     monkeypatch.setenv("INSPECTKIT_CACHE", str(cache_dir))
     out = tmp_path / "results"
     if phase == "decoding":
-        monkeypatch.setattr(cache_module, "_decode_resized", _interrupt_on_call(5, cache_module._decode_resized))
+        monkeypatch.setattr(cache_module, "_decode_resized", interrupt_on_call(5, cache_module._decode_resized))
     else:  # the second split's first epoch: split 0 is done and checkpointed
-        monkeypatch.setattr(training, "train_one_epoch", _interrupt_on_call(2, training.train_one_epoch))
+        monkeypatch.setattr(training, "train_one_epoch", interrupt_on_call(2, training.train_one_epoch))
     code, _, err = run_script(train, _argv(synthetic_root, out), capsys)
     assert code == 130 and err.strip().splitlines()[-1].endswith(": interrupted") and "Traceback" not in err
     assert not (out / "attempt_2.json").exists() and _leftovers(out, cache_dir) == []

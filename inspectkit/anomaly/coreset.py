@@ -187,15 +187,19 @@ class SubsampledGreedyCoreset(GreedyCoreset):
         super().__init__(projection_dim, progress)
         self.oversample = oversample
 
-    def select(self, features: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    def _oversampled(self, features: np.ndarray, n: int, seed: int) -> tuple[np.random.Generator, np.ndarray,
+                                                                                np.ndarray]:
+        """``(rng, subset, points)``: the seeded random oversample's row indices and its projected features."""
         if not 1 <= n <= len(features):
             raise ValueError(f"cannot select {n} of {len(features)} points")
         rng = np.random.default_rng(seed)
-        size = min(len(features), self.oversample * n)
-        subset = np.sort(rng.choice(len(features), size=size, replace=False))
-        points = project(features[subset], self.projection_dim, seed)
+        subset = np.sort(rng.choice(len(features), size=min(len(features), self.oversample * n), replace=False))
+        return rng, subset, project(features[subset], self.projection_dim, seed)
+
+    def select(self, features: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+        rng, subset, points = self._oversampled(features, n, seed)
         with one_thread():
-            return subset[self._greedy(points, n, int(rng.integers(size)))]
+            return subset[self._greedy(points, n, int(rng.integers(len(subset))))]
 
 
 class GroupedGreedyCoreset(SubsampledGreedyCoreset):
@@ -215,12 +219,8 @@ class GroupedGreedyCoreset(SubsampledGreedyCoreset):
         self.group_size = group_size
 
     def select(self, features: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-        if not 1 <= n <= len(features):
-            raise ValueError(f"cannot select {n} of {len(features)} points")
-        rng = np.random.default_rng(seed)
-        size = min(len(features), self.oversample * n)
-        subset = np.sort(rng.choice(len(features), size=size, replace=False))
-        points = project(features[subset], self.projection_dim, seed)
+        rng, subset, points = self._oversampled(features, n, seed)
+        size = len(subset)
         # groups hold about size / n_groups points each; a coreset of over half the points stays one group
         n_groups = 1 if 2 * n > size else max(1, -(-size // self.group_size))
         groups = np.array_split(rng.permutation(size), n_groups)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import run_script
+from helpers import interrupt_on_call, run_script
 
 import anomaly
 from inspectkit import data as data_module
@@ -17,18 +17,6 @@ FAST = ["--category", "demo", "--arch", "mobilenet_v2", "--weights", "none", "--
         "--coreset-ratio", "0.1", "--batch-size", "4", "--no-figures"]
 
 
-def _interrupt_on_call(n, real):
-    calls = []
-
-    def wrapper(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    return wrapper
-
-
 @pytest.mark.parametrize("phase", ["decoding", "features"])
 def test_an_interrupted_run_writes_nothing_and_the_next_run_works(phase, synthetic_root, tmp_path, monkeypatch,
                                                                   capsys):
@@ -37,10 +25,10 @@ def test_an_interrupted_run_writes_nothing_and_the_next_run_works(phase, synthet
     argv = ["--data-root", str(synthetic_root), *FAST, "--out", str(out)]
     if phase == "decoding":
         # a cold run decodes each file once, in the data check, which stores it at the detector's input shape
-        monkeypatch.setattr(data_module, "open_image", _interrupt_on_call(5, data_module.open_image))
+        monkeypatch.setattr(data_module, "open_image", interrupt_on_call(5, data_module.open_image))
     else:  # raised inside a worker thread's forward pass, the third batch of the fit
         forward = features_module.PatchFeatureExtractor.forward
-        monkeypatch.setattr(features_module.PatchFeatureExtractor, "forward", _interrupt_on_call(3, forward))
+        monkeypatch.setattr(features_module.PatchFeatureExtractor, "forward", interrupt_on_call(3, forward))
     code, _, err = run_script(anomaly, argv, capsys)
     assert code == 130 and err.strip().splitlines()[-1].endswith(": interrupted") and "Traceback" not in err
     written = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".write-check")] \
