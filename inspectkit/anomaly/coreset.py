@@ -20,12 +20,17 @@ from .cpu import one_thread
 DEFAULT_PROJECTION_DIM = 128
 
 
-def project(features: np.ndarray, dim: int = DEFAULT_PROJECTION_DIM, seed: int = 0) -> np.ndarray:
-    """Sparse random projection to ``dim`` dimensions (Johnson-Lindenstrauss); unchanged if already that small."""
+def project(features: np.ndarray, dim: int = DEFAULT_PROJECTION_DIM, seed: int = 0,
+            chunk: int = 65536) -> np.ndarray:
+    """Sparse random projection to ``dim`` dimensions (Johnson-Lindenstrauss); unchanged if already that small.
+    Projected ``chunk`` rows at a time into one float32 array (scikit-learn's output is float64)."""
     if dim <= 0 or features.shape[1] <= dim:
         return np.ascontiguousarray(features, dtype=np.float32)
-    projection = SparseRandomProjection(n_components=dim, random_state=seed)
-    return np.ascontiguousarray(projection.fit_transform(features), dtype=np.float32)
+    projection = SparseRandomProjection(n_components=dim, random_state=seed).fit(features[:1])
+    out = np.empty((len(features), dim), dtype=np.float32)
+    for start in range(0, len(features), chunk):
+        out[start:start + chunk] = projection.transform(features[start:start + chunk])
+    return out
 
 
 def covering_radius(points: np.ndarray, selected: np.ndarray, chunk: int = 16384) -> float:

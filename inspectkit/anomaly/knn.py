@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import torch
 
+MATRIX_BUDGET = 2**25  # float32 entries of one query-by-bank distance matrix (128 MB)
+
 
 class NearestNeighbourScorer:
     """Distance from each query row to its nearest memory-bank row (Euclidean), computed in bounded memory."""
 
-    def __init__(self, bank: torch.Tensor, chunk: int = 8192) -> None:
+    def __init__(self, bank: torch.Tensor, chunk: int | None = None) -> None:
         self.bank = bank.float().contiguous()
         self.bank_sq = (self.bank * self.bank).sum(dim=1)
-        self.chunk = chunk
+        # queries per matrix product: its (chunk x bank) distance matrix stays near 128 MB whatever the bank size
+        self.chunk = chunk or max(256, MATRIX_BUDGET // max(1, len(self.bank)))
 
     @torch.inference_mode()
     def distances(self, queries: torch.Tensor) -> torch.Tensor:
