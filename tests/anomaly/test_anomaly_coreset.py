@@ -9,8 +9,9 @@ from scipy.spatial.distance import cdist
 
 from inspectkit.anomaly.coreset import SAMPLERS, covering_radius, make_sampler
 
-# The stated factor: the default sampler's covering radius of the whole bank is at most this many times exact
-# greedy's. Measured on bottle (mobilenet_v2, 1 %, bench/anomaly_bench.py): 1.38; checked here on clustered data.
+# The stated factor: an approximate sampler's covering radius of the whole bank is at most this many times exact
+# greedy's. Measured for subsample_greedy on bottle (mobilenet_v2, 1 %; the bench as of commit 58984de): 1.38;
+# checked here on clustered data for both approximate samplers.
 RADIUS_FACTOR = 1.6
 
 
