@@ -45,7 +45,7 @@ def category_shape(category: Category, train: list[Sample], image_size: int) -> 
     sizes = []
     for sample in train:
         info = category.image_info.get(sample.path)
-        if info is None:  # an unvalidated category: read the header only
+        if info is None:  # an unvalidated category: open each file for its size
             from ..imageio import open_image
 
             with open_image(sample.path) as img:
@@ -176,8 +176,9 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     elif not has_masks.all():
         notes.append(f"{int((~has_masks).sum())} defective test image(s) without a mask are left out of the pixel "
                      "metrics")
-    notes.append(f"timings: decode was {'cold' if decoded_now else 'warm'} ({decoded_now} files decoded now, the "
-                 "rest read from the decode cache); total_s is the detector end to end: finding and checking the "
+    notes.append(f"timings: the detector decoded {decoded_now} files itself and read the rest from the decode "
+                 "cache (a category's first check stores each image there at this input shape as it decodes it); "
+                 "total_s is the detector end to end: finding and checking the "
                  "category, model, decode, features, coreset, scoring, metrics; wall_s adds the baseline and "
                  "writing the detector file and figures")
     record = {
