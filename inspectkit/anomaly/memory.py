@@ -49,17 +49,18 @@ class PeakMemory:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+MMAP_THRESHOLD = 32 * 2**20  # blocks from 32 MiB up (feature batches, distance matrices) get their own mapping
 
 
 @functools.cache
 def fixed_mmap_threshold() -> bool:
-    """Keep glibc's mmap threshold at 128 KiB instead of letting it rise after each large free (its default).
+    """Fix glibc's mmap threshold at 32 MiB instead of letting it rise after each large free (its default).
 
-    With the rising threshold, the many same-sized feature batches of a streamed fit end up on the heap, which
-    glibc does not give back: peak RSS grew with the number of training images (2.2 GB for 300, 2.4 GB for 500).
-    Fixed, each large block is its own mapping and is returned when freed. Once per process; a no-op elsewhere
-    than glibc. Returns whether it took effect."""
+    With the rising threshold, the many large same-sized blocks of a streamed fit end up on the heap, which glibc
+    keeps: peak RSS grew with the number of training images. Fixed, each block of 32 MiB or more is its own
+    mapping, returned when freed. Measured on 400 synthetic images at 320 px: peak 1.69 GB (default) vs 1.61 GB,
+    features 9.1 s vs 9.9 s; a 128 KiB threshold made feature extraction 1.7x slower (page faults on every
+    activation). Once per process; a no-op elsewhere than glibc. Returns whether it took effect."""
     if not sys.platform.startswith("linux"):
         return False
     try:
