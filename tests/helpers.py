@@ -27,3 +27,25 @@ def interrupt_on_call(n: int, real):
         return real(*args, **kwargs)
 
     return wrapper
+
+
+def count_decodes(monkeypatch):
+    """Count the full decodes of each file, wherever the toolkit asks for one (the check and the decode cache):
+    ``open_image`` wrapped, not replaced. Returns the ``Counter`` keyed by path, filled as decodes happen."""
+    from collections import Counter
+    from pathlib import Path
+
+    import inspectkit.cache
+    import inspectkit.data
+    import inspectkit.imageio
+
+    counts: Counter = Counter()
+    real = inspectkit.imageio.open_image
+
+    def counting(path):
+        counts[Path(path)] += 1
+        return real(path)
+
+    for module in (inspectkit.data, inspectkit.cache, inspectkit.imageio):
+        monkeypatch.setattr(module, "open_image", counting)
+    return counts

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import count_decodes
 from PIL import Image
 
 from inspectkit.cache import DecodeCache
@@ -220,7 +221,6 @@ def test_a_permission_failure_is_listed_and_not_remembered(editable_root, monkey
 
 
 def test_an_unreadable_class_folder_is_listed_and_skipped(editable_root, monkeypatch):
-    from pathlib import Path
 
     denied = editable_root / "demo/test/scratch"
     real_iterdir = Path.iterdir
@@ -240,27 +240,9 @@ def test_an_unreadable_class_folder_is_listed_and_skipped(editable_root, monkeyp
         load_category(editable_root, "demo", progress=False)
 
 
-def _count_decodes(monkeypatch) -> Counter:
-    """Count the full decodes of each file, wherever the toolkit asks for one (the check and the decode cache)."""
-    import inspectkit.cache
-    import inspectkit.data
-    import inspectkit.imageio
-
-    counts: Counter = Counter()
-    real = inspectkit.imageio.open_image
-
-    def counting(path):
-        counts[Path(path)] += 1
-        return real(path)
-
-    for module in (inspectkit.data, inspectkit.cache, inspectkit.imageio):
-        monkeypatch.setattr(module, "open_image", counting)
-    return counts
-
-
 def test_a_cold_check_and_the_first_model_read_decode_each_file_once(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.setenv("INSPECTKIT_CACHE", str(tmp_path / "cache"))  # cold: no check memo, no decoded entries
-    counts = _count_decodes(monkeypatch)
+    counts = count_decodes(monkeypatch)
     seen_sizes = []
 
     def shape_rule(sizes):

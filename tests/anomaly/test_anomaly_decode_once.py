@@ -4,12 +4,10 @@ decoded at the detector's input shape, and the detector reads those entries."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+
+from helpers import count_decodes
 
 import anomaly
-import inspectkit.cache
-import inspectkit.data
-import inspectkit.imageio
 from inspectkit.cli import run
 from inspectkit.results import read_json
 from inspectkit.synthetic import make_category
@@ -18,15 +16,7 @@ from inspectkit.synthetic import make_category
 def test_a_cold_run_decodes_each_file_once(tmp_path, monkeypatch):
     monkeypatch.setenv("INSPECTKIT_CACHE", str(tmp_path / "cache"))
     make_category(tmp_path / "data", "wide", width=96, height=48, n_train=6, n_test_good=2, n_per_defect=2, seed=3)
-    counts: Counter = Counter()
-    real = inspectkit.imageio.open_image
-
-    def counting(path):
-        counts[Path(path)] += 1
-        return real(path)
-
-    for module in (inspectkit.data, inspectkit.cache, inspectkit.imageio):
-        monkeypatch.setattr(module, "open_image", counting)
+    counts = count_decodes(monkeypatch)
     run(anomaly.main, anomaly.get_args_parser(),
         ["--data-root", str(tmp_path / "data"), "--category", "wide", "--arch", "mobilenet_v2", "--weights", "none",
          "--image-size", "96", "--coreset-ratio", "0.1", "--no-baseline", "--out", str(tmp_path / "out")])
