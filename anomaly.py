@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from inspectkit.anomaly import PatchCore, PatchCoreConfig
 from inspectkit.anomaly.benchmark import format_table, run_benchmark
 from inspectkit.anomaly.coreset import SAMPLERS
@@ -39,7 +41,7 @@ from inspectkit.cli import (
     script_parser,
     seed,
 )
-from inspectkit.data import resolve_data_root
+from inspectkit.data import Category, resolve_data_root
 from inspectkit.errors import UserError
 from inspectkit.imageio import read_image_folder
 from inspectkit.models import check_arch, resolve_device
@@ -130,7 +132,8 @@ def check_args(args: argparse.Namespace) -> PatchCoreConfig:
                            sigma=args.sigma, score_sigma=args.score_sigma, batch_size=args.batch_size, seed=args.seed)
 
 
-def write_record(out: Path, record: dict, weights: dict, category) -> Path:
+def write_record(out: Path, record: dict, weights: dict, category: Category) -> Path:
+    """Add the provenance block to a category's record and write ``<out>/anomaly_<category>.json``."""
     record["provenance"] = provenance(seed=record["config"]["seed"], weights=weights,
                                       data_root=data_root_of(category), demo=category.demo)
     return write_json(out / f"anomaly_{category.name}.json", record)
@@ -143,18 +146,9 @@ def benchmark(args: argparse.Namespace, config: PatchCoreConfig, weights: str, d
         raise UserError(f"--category all: data root {root} is not a folder; point --data-root at the folder that "
                         "holds the category folders")
     out = ensure_writable_dir(args.out)
-    weights_info = {}
-
-    def write(name: str, record: dict) -> Path:
-        from inspectkit.models import describe_weights
-
-        weights_info.update(describe_weights(weights))
-        record["provenance"] = provenance(seed=config.seed, weights=weights_info, data_root=root)
-        return write_json(out / f"anomaly_{name}.json", record)
-
     summary = run_benchmark(root, config, weights, device=device, out=out, baseline=not args.no_baseline,
-                            figures=not args.no_figures, write_record=write)
-    summary["provenance"] = provenance(seed=config.seed, weights=weights_info or None, data_root=root)
+                            figures=not args.no_figures, write_record=lambda c, r, w: write_record(out, r, w, c))
+    summary["provenance"] = provenance(seed=config.seed, weights=summary.pop("weights_info"), data_root=root)
     path = write_json(out / "anomaly_summary.json", summary)
     print(format_table(summary))
     print(f"wrote {path}")
@@ -171,8 +165,6 @@ def score_folder(args: argparse.Namespace) -> dict:
     files, tensors, skipped = read_image_folder(args.images, lambda f: cache.image_tensor(f, detector.input_shape))
     for file, reason in skipped:
         print(f"skipped {file}: {reason}", file=sys.stderr)
-    import torch
-
     scores, _ = detector.score(torch.stack(tensors))
     threshold = detector.threshold
     rows = [{"file": p.name, "score": float(s), "anomalous": None if threshold is None else bool(s >= threshold)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import list_categories, load_category
+from ..data import Category, list_categories, load_category
 from ..errors import UserError
 from .geometry import input_shape
 from .patchcore import PatchCoreConfig
@@ -31,26 +31,29 @@ def find_categories(root: Path) -> list[str]:
 
 def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: str = "cpu", out: Path,
                   baseline: bool = True, figures: bool = True, progress: bool = True,
-                  write_record: Callable[[str, dict], Path]) -> dict:
-    """Run every category under ``root``; ``write_record(name, record)`` writes each category's JSON as soon as
-    it is done. Returns the summary record (no provenance): one row per category and a mean row."""
-    rows = []
+                  write_record: Callable[[Category, dict, dict], Path]) -> dict:
+    """Run every category under ``root``; ``write_record(category, record, weights_info)`` writes each category's
+    JSON as soon as it is done. Returns the summary record (no provenance): one row per category and a mean row,
+    and ``weights_info``, the provenance of the weights (None when no category ran)."""
+    rows, weights_info = [], None
     for name in find_categories(root):
         try:
             started = time.perf_counter()
             category = load_category(root, name, progress=progress,
                                      prewarm=lambda sizes: input_shape(sizes, config.image_size))
-            record, _ = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
+            record, detector = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
                                       figures=figures, progress=progress, category_s=time.perf_counter() - started)
         except UserError as exc:
             rows.append({"category": name, "status": "failed", "reason": str(exc)})
             print(f"{name}: failed: {exc}")
             continue
-        path = write_record(name, record)
+        weights_info = detector.weights
+        path = write_record(category, record, weights_info)
         rows.append(summary_row(record, path))
         print_row(rows[-1])
         gc.collect()  # the next category's peak memory should not include this one's leftovers
-    return {"categories": rows, "mean": mean_row(rows), "config": config.as_dict(), "weights": weights}
+    return {"categories": rows, "mean": mean_row(rows), "config": config.as_dict(), "weights": weights,
+            "weights_info": weights_info}
 
 
 def summary_row(record: dict, path: Path) -> dict:
