@@ -7,7 +7,9 @@ Examples:
     python anomaly.py --category all --data-root /path/to/mvtec --weights mobilenet_v2.pth
                                                               # every category, and results/anomaly_summary.json
     python anomaly.py --category screw --image-size 224 --coreset-ratio 0.01   # faster, less accurate
-    python anomaly.py --load results/detectors/anomaly_bottle_mobilenet_v2.pt --images new_photos/
+    python anomaly.py --load results/detectors/anomaly_bottle_mobilenet_v2.pt --images new_photos/ --save-maps
+                                                              # verdicts, scores and boxes: predictions_new_photos.csv
+    python anomaly.py --load results/detectors/anomaly_bottle_mobilenet_v2.pt --export onnx
 
 Writes <out>/anomaly_<category>.json, <out>/figures/anomaly_<category>.png (heat maps) and
 anomaly_<category>_hist.png (scores), and the fitted detector under <out>/detectors/. Images keep their aspect
@@ -21,15 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from inspectkit.anomaly import PatchCore, PatchCoreConfig
 from inspectkit.anomaly.benchmark import format_table, run_benchmark
 from inspectkit.anomaly.coreset import SAMPLERS
 from inspectkit.anomaly.features import DEFAULT_LAYERS, default_layers
 from inspectkit.anomaly.geometry import input_shape
 from inspectkit.anomaly.pipeline import run_detection
-from inspectkit.cache import DecodeCache
+from inspectkit.anomaly.predict import as_records, find_images, predict_folder, predictions_csv
 from inspectkit.cli import (
     add_data_args,
     add_model_args,
@@ -43,9 +43,8 @@ from inspectkit.cli import (
 )
 from inspectkit.data import Category, resolve_data_root
 from inspectkit.errors import UserError
-from inspectkit.imageio import read_image_folder
 from inspectkit.models import check_arch, resolve_device
-from inspectkit.results import ensure_writable_dir, provenance, sha256_file, write_json
+from inspectkit.results import atomic_write, ensure_writable_dir, provenance, sha256_file, write_json
 
 ALL = "all"
 
@@ -79,18 +78,35 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--batch-size", type=int, default=PatchCoreConfig.batch_size, help="images per forward pass")
     group.add_argument("--seed", type=seed, default=PatchCoreConfig.seed,
                        help="seed for the patch pool, the coreset and the random projection")
+    group.add_argument("--validation-share", type=float, default=PatchCoreConfig.validation_share,
+                       help="share of train/good held out of the memory bank (seeded) to set the thresholds from "
+                            "good images only, in (0, 1)")
+    group.add_argument("--false-alarm", type=float, default=PatchCoreConfig.false_alarm,
+                       help="target false-alarm rate on the held-out good images, in (0, 1): 0.01 flags about 1 in "
+                            "100 good images (and pixels) as defective")
     group.add_argument("--no-baseline", action="store_true", help="skip the Gaussian (PaDiM-like) baseline")
     group.add_argument("--no-figures", action="store_true", help="skip the heat-map strip and the histogram")
     scoring = parser.add_argument_group("score new images with a saved detector")
     scoring.add_argument("--load", default=None, metavar="FILE",
                          help="a detector file written by an earlier run (under <out>/detectors/)")
     scoring.add_argument("--images", default=None, metavar="DIR",
-                         help="with --load: score every image in DIR and write <out>/anomaly_scores_<DIR name>.json")
+                         help="with --load: score every image under DIR (recursively) and write "
+                              "<out>/predictions_<DIR name>.csv and .json")
+    scoring.add_argument("--save-maps", action="store_true",
+                         help="with --images: also write an overlay PNG per image to <out>/predictions_<DIR name>/")
+    scoring.add_argument("--export", choices=["onnx"], default=None,
+                         help="with --load: write the detector as an ONNX model (uint8 RGB in; map and score out)")
+    scoring.add_argument("--export-file", default=None, metavar="PATH",
+                         help="with --export: where to write it (default: next to the --load file, .onnx)")
     add_out_arg(parser)
     return parser
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: argparse.Namespace) -> dict | Path:
+    if args.export:
+        if not args.load:
+            raise UserError("--export needs --load FILE: the detector file to export")
+        return export_detector(args)
     if args.load or args.images:
         return score_folder(args)
     config = check_args(args)
@@ -124,12 +140,16 @@ def check_args(args: argparse.Namespace) -> PatchCoreConfig:
             raise UserError(f"{flag} must be at least 1; got {value}")
     if args.pad < 0 or args.pad % 16:
         raise UserError(f"--pad must be 0 or a multiple of 16 (the deepest stage's stride); got {args.pad}")
+    for flag, value in (("--false-alarm", args.false_alarm), ("--validation-share", args.validation_share)):
+        if not 0 < value < 1:
+            raise UserError(f"{flag} must be in (0, 1), e.g. 0.01 for 1 %; got {value}")
     if args.sigma < 0 or args.score_sigma < 0:
         raise UserError("--sigma and --score-sigma must be >= 0")
     layers = tuple(name.strip() for name in args.layers.split(",") if name.strip()) if args.layers else ()
     return PatchCoreConfig(arch=args.arch, layers=layers, pad=args.pad, image_size=args.image_size,
                            coreset_ratio=args.coreset_ratio, max_bank=args.max_bank, sampler=args.sampler,
-                           sigma=args.sigma, score_sigma=args.score_sigma, batch_size=args.batch_size, seed=args.seed)
+                           sigma=args.sigma, score_sigma=args.score_sigma, batch_size=args.batch_size, seed=args.seed,
+                           validation_share=args.validation_share, false_alarm=args.false_alarm)
 
 
 def write_record(out: Path, record: dict, weights: dict, category: Category) -> Path:
@@ -156,36 +176,57 @@ def benchmark(args: argparse.Namespace, config: PatchCoreConfig, weights: str, d
 
 
 def score_folder(args: argparse.Namespace) -> dict:
-    """``--load FILE --images DIR``: score every image in DIR with a saved detector."""
+    """``--load FILE --images DIR``: score every image under DIR with a saved detector; CSV and JSON of verdicts."""
     if not (args.load and args.images):
         raise UserError("--load FILE and --images DIR go together: score the images in DIR with the detector FILE")
-    detector = PatchCore.load(args.load, resolve_device(args.device))
-    out = ensure_writable_dir(args.out)
-    cache = DecodeCache()
-    files, tensors, skipped = read_image_folder(args.images, lambda f: cache.image_tensor(f, detector.input_shape))
-    for file, reason in skipped:
-        print(f"skipped {file}: {reason}", file=sys.stderr)
-    scores, _ = detector.score(torch.stack(tensors))
-    threshold = detector.threshold
-    rows = [{"file": p.name, "score": float(s), "anomalous": None if threshold is None else bool(s >= threshold)}
-            for p, s in zip(files, scores, strict=True)]
     folder = Path(args.images)
+    detector = PatchCore.load(args.load, resolve_device(args.device))
+    find_images(folder)  # a file, a missing or an empty folder fails here, before anything is written
+    out = ensure_writable_dir(args.out)
+    name = folder.resolve().name or "images"
+    maps_dir = out / f"predictions_{name}" if args.save_maps else None
+    predictions, skipped, timing = predict_folder(detector, folder, maps_dir=maps_dir)
+    for item in skipped:
+        print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
     result = {
         "images": str(folder),
         "detector_file": str(Path(args.load)),
         "detector_sha256": sha256_file(args.load),
-        "threshold": threshold,
-        "threshold_note": "the F1-optimal image threshold on the test set the detector was evaluated on",
+        "image_threshold": detector.image_threshold,
+        "pixel_threshold": detector.pixel_threshold,
+        "threshold_note": f"set at a {detector.config.false_alarm:.1%} false-alarm rate on "
+                          f"{detector.threshold_info.get('validation_images')} good validation images held out of "
+                          "train/good (no defect labels); normalized_score is 0.5 at the threshold, 0 for a typical "
+                          "good image; bbox is the largest region at or above the pixel threshold, in the file's "
+                          "pixels (x1, y1 exclusive)",
         "config": detector.config.as_dict(),
         "input_shape": list(detector.input_shape),
-        "scores": rows,
-        "skipped_files": [{"file": str(f), "reason": r} for f, r in skipped],
+        "counts": {"scored": len(predictions), "defect": sum(p.verdict == "defect" for p in predictions),
+                   "skipped": len(skipped)},
+        "timing": timing,
+        "predictions": as_records(predictions),
+        "skipped_files": skipped,
+        "maps": str(maps_dir) if maps_dir else None,
         "provenance": provenance(seed=detector.config.seed, weights=detector.weights, data_root=str(folder)),
     }
-    path = write_json(out / f"anomaly_scores_{folder.resolve().name}.json", result)
-    flagged = sum(bool(r["anomalous"]) for r in rows)
-    print(f"scored {len(rows)} images ({flagged} above the threshold {threshold}); wrote {path}")
+    csv_path = atomic_write(out / f"predictions_{name}.csv", predictions_csv(predictions))
+    path = write_json(out / f"predictions_{name}.json", result)
+    print(f"scored {len(predictions)} images in {timing['score_s']:.1f} s: {result['counts']['defect']} defect, "
+          f"{len(predictions) - result['counts']['defect']} good (threshold {detector.image_threshold:.4g}), "
+          f"{len(skipped)} skipped; wrote {csv_path} and {path}" + (f"; overlays in {maps_dir}" if maps_dir else ""))
     return result
+
+
+def export_detector(args: argparse.Namespace) -> Path:
+    """``--load FILE --export onnx``: the detector as an ONNX model (map and score out, memory bank inside)."""
+    from inspectkit.anomaly.onnx_export import export_onnx
+
+    detector = PatchCore.load(args.load, "cpu")
+    target = Path(args.export_file) if args.export_file else Path(args.load).with_suffix(".onnx")
+    path = export_onnx(detector, target)
+    print(f"wrote {path}: input uint8 (N, 3, {detector.input_shape[0]}, {detector.input_shape[1]}) RGB, "
+          "outputs anomaly_map and image_score")
+    return path
 
 
 def print_summary(path: Path, result: dict) -> None:

@@ -97,7 +97,7 @@ class DecodeCache:
         key, file = self._entry(Path(path), size, kind)
         if key in self._memory or (self.disk and file.is_file()):
             return
-        self._keep(key, file, _resized(decoded, key[1], kind))
+        self._keep(key, file, resize_decoded(decoded, key[1], kind))
 
     @staticmethod
     def _read_entry(file: Path, size: tuple[int, int], kind: str) -> np.ndarray | None:
@@ -136,10 +136,10 @@ def _height_width(size: Size) -> tuple[int, int]:
 
 
 def _decode_resized(path: Path, size: tuple[int, int], kind: str) -> np.ndarray:
-    return _resized(open_image(path), size, kind)  # a BadImage reaches the caller, which lists the file
+    return resize_decoded(open_image(path), size, kind)  # a BadImage reaches the caller, which lists the file
 
 
-def _resized(img: Image.Image, size: tuple[int, int], kind: str) -> np.ndarray:
+def resize_decoded(img: Image.Image, size: tuple[int, int], kind: str) -> np.ndarray:
     """A decoded image at ``(height, width)``, as the cache stores it: RGB uint8 (``kind="rgb"``) or bool
     (``kind="mask"``)."""
     height, width = size

@@ -32,9 +32,16 @@ from .features import (
 )
 from .knn import NearestNeighbourScorer
 from .maps import DEFAULT_SCORE_SIGMA, DEFAULT_SIGMA, anomaly_maps, image_scores
+from .threshold import (
+    DEFAULT_FALSE_ALARM,
+    DEFAULT_VALIDATION_SHARE,
+    false_alarm_threshold,
+    normalized_scores,
+    split_validation,
+)
 
 FILE_FORMAT = "inspectkit-patchcore"
-FILE_VERSION = 2
+FILE_VERSION = 3  # 3: thresholds from a good-only validation share replace the test-set F1 threshold
 OVERSAMPLE = 10  # the pool holds this many good patches per coreset point (what the sampler picks from)
 
 
@@ -56,6 +63,8 @@ class PatchCoreConfig:
     score_sigma: float = DEFAULT_SCORE_SIGMA
     batch_size: int = 16
     seed: int = 0
+    validation_share: float = DEFAULT_VALIDATION_SHARE
+    false_alarm: float = DEFAULT_FALSE_ALARM
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers) or default_layers(self.arch)
@@ -82,7 +91,11 @@ class PatchCore:
         self.bank_size_before_coreset: int | None = None
         self.pool_size: int | None = None
         self.coreset_radius: float | None = None
-        self.threshold: float | None = None
+        # set from the good-only validation share (threshold.py); None until then
+        self.image_threshold: float | None = None
+        self.pixel_threshold: float | None = None
+        self.score_center: float | None = None
+        self.threshold_info: dict = {}
         self._pool_threads: ThreadPoolExecutor | None = None
         self._pool: list[torch.Tensor] = []
         self._pool_rows: np.ndarray | None = None
@@ -160,14 +173,37 @@ class PatchCore:
 
     def fit(self, good_images: torch.Tensor, progress: bool = False,
             on_features: Callable[[torch.Tensor], None] | None = None) -> PatchCore:
-        """Fit on good images (N, 3, H, W) in batches of ``config.batch_size``."""
-        self.begin_fit(len(good_images), tuple(good_images.shape[-2:]))
-        for batch in _batches(good_images, self.config.batch_size):
+        """Fit on good images (N, 3, H, W) in batches of ``config.batch_size``: ``config.validation_share`` of
+        them (seeded) is held out and sets the thresholds (``calibrate``)."""
+        fit_idx, val_idx = split_validation(range(len(good_images)), self.config.validation_share, self.config.seed)
+        fit_images = good_images[list(fit_idx)]
+        self.begin_fit(len(fit_images), tuple(good_images.shape[-2:]))
+        for batch in _batches(fit_images, self.config.batch_size):
             features = self.extract(batch)
             self.add_good(features)
             if on_features is not None:
                 on_features(features)
-        return self.finish_fit(progress)
+        self.finish_fit(progress)
+        if val_idx:
+            self.calibrate(*self.score(good_images[list(val_idx)]))
+        return self
+
+    def calibrate(self, val_scores: np.ndarray, val_maps: np.ndarray) -> dict:
+        """Set the image and pixel thresholds from held-out good images' scores and maps, at the false-alarm
+        rate ``config.false_alarm``; returns the record of how (threshold.py)."""
+        rate = self.config.false_alarm
+        image = false_alarm_threshold(val_scores, rate)
+        pixel = false_alarm_threshold(val_maps, rate, normal_tail=False)
+        self.image_threshold, self.pixel_threshold = image["threshold"], pixel["threshold"]
+        self.score_center = float(np.median(val_scores))
+        self.threshold_info = {
+            "false_alarm_target": rate, "validation_images": len(val_scores),
+            "validation_share": self.config.validation_share, "image": image, "pixel": pixel,
+            "score_center": self.score_center,
+            "note": "set from good validation images held out of train/good (no defect labels used); score >= "
+                    "threshold is a defect",
+        }
+        return self.threshold_info
 
     # -- scoring ------------------------------------------------------------------------------------------------
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
@@ -194,6 +230,10 @@ class PatchCore:
         patch_scores = torch.cat(grids)
         return self.image_scores(patch_scores), self.maps(patch_scores)
 
+    def normalized(self, scores: np.ndarray) -> np.ndarray:
+        """Image scores mapped so that the threshold is 0.5 (a typical good image 0, clipped to [0, 1])."""
+        return normalized_scores(scores, self.image_threshold, self.score_center)
+
     # -- the detector file --------------------------------------------------------------------------------------
     def state(self) -> dict:
         """The detector as a plain dict of tensors, numbers and strings (loadable with ``weights_only=True``)."""
@@ -207,7 +247,10 @@ class PatchCore:
             "bank": self.bank,
             "bank_size_before_coreset": self.bank_size_before_coreset,
             "coreset_radius": self.coreset_radius,
-            "threshold": self.threshold,
+            "image_threshold": self.image_threshold,
+            "pixel_threshold": self.pixel_threshold,
+            "score_center": self.score_center,
+            "threshold_info": self.threshold_info,
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -241,7 +284,10 @@ class PatchCore:
         detector.bank = state["bank"]
         detector.bank_size_before_coreset = state["bank_size_before_coreset"]
         detector.coreset_radius = state["coreset_radius"]
-        detector.threshold = state["threshold"]
+        detector.image_threshold = state["image_threshold"]
+        detector.pixel_threshold = state["pixel_threshold"]
+        detector.score_center = state["score_center"]
+        detector.threshold_info = state["threshold_info"]
         return detector
 
 
@@ -262,6 +308,11 @@ def _state_problem(state: dict) -> str | None:
         return "no input shape"
     if not isinstance(state.get("extractor"), dict):
         return "no backbone weights"
+    for name in ("image_threshold", "pixel_threshold", "score_center"):
+        if not isinstance(state.get(name), float | int):
+            return f"no {name.replace('_', ' ')}"
+    if not isinstance(state.get("threshold_info"), dict):
+        return "no threshold record"
     return None
 
 

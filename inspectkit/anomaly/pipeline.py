@@ -23,6 +23,7 @@ from .geometry import input_shape
 from .memory import PeakMemory, fixed_mmap_threshold
 from .metrics import anomaly_metrics
 from .patchcore import PatchCore, PatchCoreConfig
+from .threshold import rates_at_threshold, split_validation
 
 BASELINE_METHOD = "PaDiM-like Gaussian per patch position (Mahalanobis), same features, covariance + {eps} I"
 
@@ -98,16 +99,20 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     start = time.perf_counter()
     clock = _Clock()
     test = check_test_set(category)
-    train = category.split_samples("train")
+    good_train = category.split_samples("train")
+    train, validation = split_validation(good_train, config.validation_share, config.seed)
+    if not validation:
+        raise UserError(f"category '{category.name}' has {len(good_train)} train/good image(s): at least 2 are "
+                        "needed, one to fit on and one to set the threshold")
     detector = PatchCore.build(config, weights, device)
     clock.lap("model")
-    shape = category_shape(category, train, config.image_size)
+    shape = category_shape(category, good_train, config.image_size)
     cache = DecodeCache(memory=False)  # each image is read once per run: keep nothing but the current batch
     gaussian = GaussianBaseline(shape, config.sigma, score_sigma=config.score_sigma) if with_baseline else None
     detector.begin_fit(len(train), shape)
     clock.lap("model")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        bar = tqdm(total=len(train) + len(test), desc=f"{category.name}: fit", unit="img", disable=not progress,
+        bar = tqdm(total=len(good_train) + len(test), desc=f"{category.name}: fit", unit="img", disable=not progress,
                    leave=False)
         for batch in decode_batches(cache, train, shape, config.batch_size, pool):
             clock.lap("decode")
@@ -124,6 +129,19 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
         if gaussian is not None:
             gaussian.finish()
             clock.lap("baseline")
+        bar.set_description(f"{category.name}: validation")
+        val_grids = []
+        for batch in decode_batches(cache, validation, shape, config.batch_size, pool):
+            clock.lap("decode")
+            features = detector.extract(batch)
+            clock.lap("features")
+            val_grids.append(detector.patch_scores(features))
+            clock.lap("scoring")
+            bar.update(len(batch))
+        val_patch = torch.cat(val_grids)
+        detector.calibrate(detector.image_scores(val_patch), detector.maps(val_patch))
+        del val_patch, val_grids
+        clock.lap("threshold")
         bar.set_description(f"{category.name}: score")
         grids, base_grids = [], []
         for batch in decode_batches(cache, test, shape, config.batch_size, pool):
@@ -148,8 +166,11 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     has_masks = np.array([s.mask_path is not None or not s.is_defect for s in test])
     pixel_ok = category.has_ground_truth and bool(has_masks.any())
     metrics = _metrics(classes, scores, masks, maps, has_masks, pixel_ok)
+    metrics = {**metrics, **_threshold_metrics(detector, classes, scores, masks, maps, has_masks, pixel_ok),
+               "oracle": {"f1_max": metrics.pop("f1_max"), "threshold": metrics.pop("threshold"),
+                          "note": "the F1-optimal threshold on the test set itself: it uses the test labels, which "
+                                  "a good-only user does not have; for reference only, not used for any verdict"}}
     clock.lap("metrics")
-    detector.threshold = metrics["threshold"]
 
     baseline = None
     if gaussian is not None:
@@ -164,7 +185,8 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     if out is not None:
         detector_file = detector.save(out / "detectors" / f"anomaly_{category.name}_{config.arch}.pt")
         if figures:
-            figure_files = _figures(category.name, out, test, cache, shape, maps, masks, scores, metrics["threshold"])
+            figure_files = _figures(category.name, out, test, cache, shape, maps, masks, scores,
+                                    detector.image_threshold)
         clock.lap("output")
     timings = {k: round(v, 3) for k, v in clock.seconds.items()}
     timings["wall_s"] = round(time.perf_counter() - start, 3)
@@ -185,6 +207,9 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
         "category": category.name,
         "class_names": category.class_names,
         "counts": category.counts(),
+        "train_good_used": {"fit": len(train), "validation": len(validation),
+                            "note": f"a seeded {config.validation_share:.0%} of train/good (seed {config.seed}) "
+                                    "was held out of the memory bank to set the thresholds"},
         "metrics": metrics,
         "baseline": baseline,
         "config": {**config.as_dict(), "weights": weights, "device": str(device), "input_shape": list(shape),
@@ -199,6 +224,18 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
         "notes": notes,
     }
     return record, detector
+
+
+def _threshold_metrics(detector: PatchCore, classes: list[str], scores: np.ndarray, masks: np.ndarray,
+                       maps: np.ndarray, has_masks: np.ndarray, pixel_ok: bool) -> dict:
+    """The test set's rates at the good-only thresholds: images, and pixels where there are masks."""
+    labels = np.array([c != GOOD for c in classes])
+    pixel = None
+    if pixel_ok:
+        pixel = rates_at_threshold(masks[has_masks], maps[has_masks], detector.pixel_threshold)
+    return {"threshold": {**detector.threshold_info, "image_threshold": detector.image_threshold,
+                          "pixel_threshold": detector.pixel_threshold},
+            "at_threshold": {"image": rates_at_threshold(labels, scores, detector.image_threshold), "pixel": pixel}}
 
 
 def _metrics(classes: list[str], scores: np.ndarray, masks: np.ndarray, maps: np.ndarray, has_masks: np.ndarray,

@@ -61,15 +61,18 @@ def test_saved_detector_scores_a_folder(finished_run, synthetic_root, tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(synthetic_root / "demo" / "test" / "hole", folder)
     call(["--load", detector, "--images", folder, "--out", tmp_path])
-    scores = read_json(tmp_path / "anomaly_scores_photos.json")
-    assert len(scores["scores"]) == 4 and scores["threshold"] is not None
-    assert all(row["anomalous"] for row in scores["scores"])  # every hole is above the fitted threshold
+    result = read_json(tmp_path / "predictions_photos.json")
+    assert len(result["predictions"]) == 4 and result["image_threshold"] is not None
+    assert all(row["verdict"] == "defect" for row in result["predictions"])  # every hole is above the threshold
 
 
 @pytest.mark.parametrize(("flags", "match"), [
     (["--coreset-ratio", "0"], "--coreset-ratio"),
     (["--coreset-ratio", "1.5"], "--coreset-ratio"),
     (["--arch", "resnet_nonsense"], "unknown --arch"),
+    (["--false-alarm", "0"], "--false-alarm"),
+    (["--false-alarm", "1"], "--false-alarm"),
+    (["--validation-share", "1.5"], "--validation-share"),
 ])
 def test_bad_flags_exit_2(flags, match, synthetic_root, tmp_path, capsys):
     exits_2(["--data-root", synthetic_root, "--category", "demo", *FAST, *flags, "--out", tmp_path], capsys, match)
@@ -84,7 +87,7 @@ def test_bad_load_and_images_exit_2(finished_run, tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"\x00garbage")
     exits_2(["--load", tmp_path / "bad.pt", "--images", finished_run / "figures", "--out", tmp_path], capsys,
             "cannot read detector file")
-    exits_2(["--load", detector, "--images", empty, "--out", tmp_path], capsys, "no images")
+    exits_2(["--load", detector, "--images", empty, "--out", tmp_path], capsys, "no image files")
     exits_2(["--images", empty, "--out", tmp_path], capsys, "go together")
     assert not list(tmp_path.glob("*.json"))
 

@@ -1,0 +1,101 @@
+"""``anomaly.py --load FILE --images DIR``: verdicts at the good-only threshold, the normalised score, the largest
+region's box in the file's own pixels, overlays, a recursive search that skips undecodable files, and the bad
+inputs that exit 2 without writing anything."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inspectkit.anomaly.predict import largest_region_box
+from inspectkit.results import read_json
+from tests.anomaly.test_anomaly_cli import FAST, call, exits_2
+
+
+@pytest.fixture(scope="module")
+def detector_file(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    call(["--data-root", synthetic_root, "--category", "demo", *FAST, "--no-baseline", "--no-figures", "--out", out])
+    return out / "detectors" / "anomaly_demo_mobilenet_v2.pt"
+
+
+@pytest.fixture
+def photos(synthetic_root, tmp_path):
+    """A nested folder: good and holed images in subfolders, one enlarged grey copy, and one broken file."""
+    folder = tmp_path / "photos"
+    shutil.copytree(synthetic_root / "demo" / "test" / "good", folder / "line1" / "good")
+    shutil.copytree(synthetic_root / "demo" / "test" / "hole", folder / "line2" / "hole")
+    Image.open(folder / "line2" / "hole" / "000.png").convert("L").resize((300, 200)).save(folder / "grey_wide.png")
+    (folder / "line1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return folder
+
+
+def test_predictions_csv_and_json(detector_file, photos, synthetic_root, tmp_path):
+    out = tmp_path / "out"
+    call(["--load", detector_file, "--images", photos, "--save-maps", "--out", out])
+    result = read_json(out / "predictions_photos.json")
+    rows = list(csv.DictReader((out / "predictions_photos.csv").open()))
+    n_images = len(list(photos.rglob("*.png"))) - 1
+    assert len(rows) == len(result["predictions"]) == n_images
+    assert [s["file"] for s in result["skipped_files"]] == ["line1/broken.png"]
+    by_file = {p["file"]: p for p in result["predictions"]}
+    for p in result["predictions"]:  # the normalised score puts the threshold at 0.5
+        assert (p["normalized_score"] >= 0.5) == (p["verdict"] == "defect") == (p["score"] >= result["image_threshold"])
+    holes = [p for f, p in by_file.items() if f.startswith("line2/hole/")]
+    assert all(p["verdict"] == "defect" for p in holes)
+    for p in holes:  # the box lies on the ground-truth hole
+        mask = np.asarray(Image.open(synthetic_root / "demo" / "ground_truth" / "hole" /
+                                     p["file"].split("/")[-1].replace(".png", "_mask.png"))) > 0
+        x0, y0, x1, y1 = p["bbox"]
+        assert 0 <= x0 < x1 <= p["width"] and 0 <= y0 < y1 <= p["height"]
+        assert mask[y0:y1, x0:x1].any()
+    wide = by_file["grey_wide.png"]
+    assert (wide["width"], wide["height"]) == (300, 200) and wide["verdict"] == "defect"
+    assert wide["bbox"][2] > 128  # in the file's own pixels, not the detector's 128 px input
+    overlays = sorted((out / "predictions_photos").glob("*.png"))
+    assert len(overlays) == n_images and Image.open(overlays[0]).size == (128, 128)
+
+
+def test_largest_region_box_picks_the_biggest_blob():
+    amap = np.zeros((20, 30), dtype=np.float32)
+    amap[2:4, 2:4] = 5.0  # 4 pixels
+    amap[10:15, 20:28] = 3.0  # 40 pixels
+    assert largest_region_box(amap, 2.0) == ((20, 10, 28, 15), 40)
+    assert largest_region_box(amap, 9.0) == (None, 0)
+
+
+def test_bad_detector_files_exit_2(detector_file, photos, tmp_path, capsys):
+    state = torch.load(detector_file, weights_only=True)
+    torch.save({**state, "version": 1}, tmp_path / "old.pt")
+    exits_2(["--load", tmp_path / "old.pt", "--images", photos, "--out", tmp_path], capsys, "version 1")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    exits_2(["--load", tmp_path / "foreign.pt", "--images", photos, "--out", tmp_path], capsys, "not an inspectkit")
+    torch.save({k: v for k, v in state.items() if k != "image_threshold"}, tmp_path / "cut.pt")
+    exits_2(["--load", tmp_path / "cut.pt", "--images", photos, "--out", tmp_path], capsys, "damaged")
+    (tmp_path / "truncated.pt").write_bytes(detector_file.read_bytes()[:2000])
+    exits_2(["--load", tmp_path / "truncated.pt", "--images", photos, "--out", tmp_path], capsys, "cannot read")
+    assert not list(tmp_path.glob("predictions_*"))
+
+
+def test_bad_image_folders_exit_2(detector_file, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    exits_2(["--load", detector_file, "--images", photos / "grey_wide.png", "--out", out], capsys, "is a file")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    exits_2(["--load", detector_file, "--images", tmp_path / "empty", "--out", out], capsys, "no image files")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"nope")
+    (tmp_path / "junk" / "b.jpg").write_bytes(b"")
+    exits_2(["--load", detector_file, "--images", tmp_path / "junk", "--out", out], capsys, "none of the 2 images")
+    assert not out.exists() or not list(out.glob("predictions_*"))
+
+
+def test_export_to_an_unwritable_place_exits_2(detector_file, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    exits_2(["--load", detector_file, "--export", "onnx", "--export-file", blocker / "model.onnx"], capsys, "")
+    assert not (blocker.parent / "model.onnx").exists()
