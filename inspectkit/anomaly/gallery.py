@@ -148,7 +148,7 @@ _SCRIPT = """
   var grid = document.getElementById('grid');
   var thumbs = Array.prototype.slice.call(grid.querySelectorAll('.thumb'));
   var sortBox = document.getElementById('sort'), filterBox = document.getElementById('filter');
-  var shown = document.getElementById('shown');
+  var shown = document.getElementById('shown'), empty = document.getElementById('empty');
   function score(t) { var s = parseFloat(t.dataset.score); return isNaN(s) ? -Infinity : s; }
   function keep(t, f) {
     if (f === 'all') return true;
@@ -165,6 +165,7 @@ _SCRIPT = """
     });
     order.forEach(function (t) { t.hidden = !keep(t, f); if (!t.hidden) n++; grid.appendChild(t); });
     shown.textContent = n;
+    empty.hidden = n > 0;
     var hash = 'sort=' + encodeURIComponent(s) + '&filter=' + encodeURIComponent(f);
     if (history.replaceState) history.replaceState(null, '', '#' + hash);
   }
@@ -241,6 +242,7 @@ def gallery_html(*, category: str, items: Sequence[GalleryItem], threshold: floa
             f'<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{css}</style></head>\n'
             f"<body><h1>{esc(title)}</h1>\n{summary}\n{controls}\n"
+            '<p id="empty" hidden>No image matches this filter.</p>\n'
             '<div class="grid" id="grid">\n' + "\n".join(cards) + "\n</div>\n"
             f"<script>{_SCRIPT}</script>\n"
             f'<script type="application/json" id="gallery-data">{_summary_json(items, outcomes, threshold)}'
@@ -290,7 +292,8 @@ def _run_chromium(chromium: str, args: list[str], timeout_s: float) -> str:
     executable = find_chromium(chromium)
     with tempfile.TemporaryDirectory(prefix="inspectkit-chromium-", ignore_cleanup_errors=True) as profile:
         command = [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                                   errors="replace",
                                    start_new_session=True)
         try:
             stdout, stderr = process.communicate(timeout=timeout_s)

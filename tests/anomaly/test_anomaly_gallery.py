@@ -212,10 +212,16 @@ def test_browser_sorts_and_filters_as_the_url_says(tmp_path):
     ascending = [float(t["data-score"]) for t in _Page(rendered_dom(path, fragment="sort=score-asc")).thumbs]
     assert ascending == sorted(scores)
 
-    page = _Page(rendered_dom(path, fragment="filter=errors"))
+    dom = rendered_dom(path, fragment="filter=errors")
+    page = _Page(dom)
     visible = [t["data-file"] for t in page.thumbs if "hidden" not in t]
     assert visible == [f"test/{label}/{i:03d}.png" for i, (label, _, result) in enumerate(CASES) if result != "correct"]
     assert page.by_id["shown"] == "4"
+    assert re.search(r'<p id="empty" hidden', dom)  # the "no image matches" note stays hidden
+
+    holes = _Page(rendered_dom(path, fragment="sort=score-desc&filter=class:hole")).thumbs
+    assert [(t["data-class"], float(t["data-score"])) for t in holes if "hidden" not in t] == [
+        ("hole", 0.80), ("hole", 0.60), ("hole", 0.49)]
 
 
 def test_screenshot_has_the_requested_size_and_shows_something(tmp_path):
