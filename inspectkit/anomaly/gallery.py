@@ -293,8 +293,7 @@ def _run_chromium(chromium: str, args: list[str], timeout_s: float) -> str:
     with tempfile.TemporaryDirectory(prefix="inspectkit-chromium-", ignore_cleanup_errors=True) as profile:
         command = [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
-                                   errors="replace",
-                                   start_new_session=True)
+                                   errors="replace", start_new_session=True)
         try:
             stdout, stderr = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
