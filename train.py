@@ -33,6 +33,7 @@ from inspectkit.cli import (
     seed,
 )
 from inspectkit.errors import UserError
+from inspectkit.gate import check_gate_arch
 from inspectkit.models import build_model, check_arch, describe_weights, resolve_device
 from inspectkit.results import ensure_writable_dir, provenance, write_json
 from inspectkit.splits import check_split_count, make_splits
@@ -68,6 +69,8 @@ def main(args: argparse.Namespace) -> None:
     out = ensure_writable_dir(args.out)
     # everything that can fail is checked before the first write, so a failing run leaves --out as it was:
     check_trainable(args.arch, "none" if args.weights == "imagenet" else args.weights)  # arch, file: no network
+    if any(a.anomaly_gate for a in attempts):
+        check_gate_arch(args.arch)
     category = resolve_category(args)
     if args.weights == "imagenet":
         build_model(args.arch, "imagenet")  # fetch (or find cached) the ImageNet weights: offline fails here

@@ -17,11 +17,13 @@ import torchvision.transforms.v2 as v2
 from torch import nn
 from tqdm import tqdm
 
+from .anomaly.metrics import image_auroc
 from .attempts import Attempt
 from .cache import DecodeCache
 from .classifier import Classifier, build_classifier
-from .data import Category
+from .data import GOOD, Category
 from .errors import UserError
+from .gate import apply_gate, detector_path, fit_gate, tune_threshold
 from .metrics import SUMMARY_METRICS, classification_metrics, summarize_splits
 from .results import NUMBER, Fields, atomic_write, read_result, schema_problem
 
@@ -361,6 +363,15 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
 
         start = time.perf_counter()
         probs = predict(model, images[idx["test"]], device, attempt.test_time_views)
+        timer.add("test", start)
+        gate = None
+        if attempt.anomaly_gate:
+            start = time.perf_counter()
+            gate = _gate_split(attempt, images, labels_all, idx, class_names, arch, weights, split["seed"], device,
+                               checkpoint_path(out, attempt.number, k), banks)
+            probs = apply_gate(probs, np.asarray(gate["test_scores"]), gate["threshold"], class_names.index(GOOD))
+            timer.add("gate", start)
+        start = time.perf_counter()
         test_pred = probs.argmax(1)
         test = classification_metrics(labels_all[idx["test"]].tolist(), test_pred.tolist(), class_names)
         timer.add("test", start)
@@ -368,12 +379,14 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
             "epoch": stopper.best_epoch, "config": attempt.to_dict(), "arch": arch, "class_names": class_names,
             "category": category.name, "split": {"index": k, "seed": split["seed"], "test": split["test"]},
-            "test_metrics": {m: test[m] for m in ("accuracy", "balanced_accuracy", "macro_f1")}})
+            "test_metrics": {m: test[m] for m in ("accuracy", "balanced_accuracy", "macro_f1")},
+            **({"gate": {"threshold": gate["threshold"], "detector": gate["detector"]}} if gate else {})})
         splits.append({"seed": split["seed"], "n_train": len(idx["train"]), "n_val": len(idx["val"]),
                        "n_test": len(idx["test"]), "epochs_run": len(curves["train_loss"]),
                        "best_epoch": stopper.best_epoch, "curves": curves, "test_metrics": test,
                        "test_predictions": _prediction_rows(split["test"], labels_all[idx["test"]], probs,
-                                                            class_names)})
+                                                            class_names),
+                       **({"gate": gate} if gate else {})})
 
     wall = time.perf_counter() - wall_start
     timing = {"wall_s": round(wall, 2), **{f"{k}_s": round(v, 2) for k, v in timer.seconds.items()}}
@@ -392,6 +405,29 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
             "timing": timing}
 
 
+def _gate_split(attempt: Attempt, images: torch.Tensor, labels: torch.Tensor, idx: dict[str, torch.Tensor],
+                class_names: Sequence[str], arch: str, weights: str, seed: int, device: torch.device,
+                checkpoint_file: Path, banks: dict) -> dict:
+    """Fit (or reuse, within one run) the split's good-only detector, tune its threshold on the validation part,
+    score the test part; the detector is saved beside the split's checkpoint for evaluate.py."""
+    good = class_names.index(GOOD)
+    train_good = idx["train"][labels[idx["train"]] == good]
+    key = ("gate", arch, weights, attempt.image_size, seed, tuple(train_good.tolist()), tuple(idx["val"].tolist()),
+           tuple(idx["test"].tolist()))
+    if key not in banks:
+        detector = fit_gate(images[train_good], arch, weights, seed, device)
+        val_scores, _ = detector.score(images[idx["val"]])
+        test_scores, _ = detector.score(images[idx["test"]])
+        tuned = tune_threshold(val_scores, (labels[idx["val"]] != good).numpy())
+        is_defect = (labels[idx["test"]] != good).numpy()
+        banks[key] = (detector, {**tuned, "n_train_good": len(train_good), "test_scores": test_scores.tolist(),
+                                 "test_detector_auroc": image_auroc(is_defect, test_scores)
+                                 if 0 < is_defect.sum() < len(is_defect) else None})
+    detector, record = banks[key]
+    path = detector.save(detector_path(checkpoint_file))
+    return {**record, "detector": path.name}
+
+
 def _prediction_rows(files: Sequence[str], y_true: torch.Tensor, probs: torch.Tensor,
                      class_names: Sequence[str]) -> list[dict]:
     pred = probs.argmax(1)
@@ -406,38 +442,4 @@ def make_fresh_head(head: nn.Module) -> nn.Module:
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
     return fresh
-
-
-def rescore_attempt(result: dict, category: Category, out: Path, device: torch.device,
-                    cache: DecodeCache | None = None, progress: bool = True) -> list[dict]:
-    """Load each split's checkpoint of a trained attempt and score its held-out test images again.
-
-    Returns per split the metrics and predictions; a missing checkpoint is a UserError that says what to run.
-    """
-    cache = cache or DecodeCache()
-    number, class_names = result["attempt"], result["class_names"]
-    label_of = {category.relative(s.path): s.label for s in category.samples}
-    rescored = []
-    for k in range(len(result["splits"])):
-        path = checkpoint_path(out, number, k)
-        if not path.is_file():
-            raise UserError(f"no checkpoint {path}; run: {retrain_command(out, number)}")
-        checkpoint = load_checkpoint(path, retrain_command(out, number))
-        if (problem := schema_problem(checkpoint, {"split.test": list})) is not None:  # which images it held out
-            raise UserError(f"{path} is not a train.py checkpoint: {problem}; make it again with: "
-                            f"{retrain_command(out, number)}")
-        model = classifier_from_checkpoint(checkpoint).to(device)
-        files = checkpoint["split"]["test"]
-        missing = [f for f in files if f not in label_of]
-        if missing:
-            raise UserError(f"test image {category.root / missing[0]} of {path} not found; pass the --data-root "
-                            "and --category that train.py used")
-        images = load_images(category, files, checkpoint["config"]["image_size"], cache, progress)
-        probs = predict(model, images, device, checkpoint["config"].get("test_time_views", 1))
-        y_true = [class_names.index(label_of[f]) for f in files]
-        y_pred = probs.argmax(1).tolist()
-        rescored.append({"files": files, "y_true": y_true, "y_pred": y_pred,
-                         "prob": probs.max(1).values.tolist(),
-                         "metrics": classification_metrics(y_true, y_pred, class_names)})
-    return rescored
 
