@@ -27,6 +27,7 @@ from inspectkit.anomaly import PatchCore, PatchCoreConfig
 from inspectkit.anomaly.benchmark import format_table, run_benchmark
 from inspectkit.anomaly.coreset import SAMPLERS
 from inspectkit.anomaly.features import DEFAULT_LAYERS, default_layers
+from inspectkit.anomaly.gallery import find_chromium, screenshot
 from inspectkit.anomaly.geometry import input_shape
 from inspectkit.anomaly.pipeline import run_detection
 from inspectkit.anomaly.predict import as_records, find_images, predict_folder, predictions_csv
@@ -85,7 +86,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="target false-alarm rate on the held-out good images, in (0, 1): 0.01 flags about 1 in "
                             "100 good images (and pixels) as defective")
     group.add_argument("--no-baseline", action="store_true", help="skip the Gaussian (PaDiM-like) baseline")
-    group.add_argument("--no-figures", action="store_true", help="skip the heat-map strip and the histogram")
+    group.add_argument("--no-figures", action="store_true",
+                       help="skip the heat-map strip, the histogram and the HTML gallery")
+    group.add_argument("--screenshot", action="store_true",
+                       help="also save a picture of the gallery's top (sorted by score) as "
+                            "<out>/figures/anomaly_<category>_gallery.png; needs chromium (apt-get install chromium)")
     scoring = parser.add_argument_group("score new images with a saved detector")
     scoring.add_argument("--load", default=None, metavar="FILE",
                          help="a detector file written by an earlier run (under <out>/detectors/)")
@@ -110,6 +115,8 @@ def main(args: argparse.Namespace) -> dict | Path:
     if args.load or args.images:
         return score_folder(args)
     config = check_args(args)
+    if args.screenshot:
+        find_chromium()  # a UserError with the install hint before any work
     weights = resolve_weights(args)
     device = resolve_device(args.device)
     if args.category == ALL and not args.demo:
@@ -122,6 +129,10 @@ def main(args: argparse.Namespace) -> dict | Path:
     record, detector = run_detection(category, config, weights, device=device, baseline=not args.no_baseline,
                                      out=out, figures=not args.no_figures, category_s=category_s)
     path = write_record(out, record, detector.weights, category)
+    if args.screenshot and not args.no_figures:
+        picture = screenshot(out / f"anomaly_{category.name}.html",
+                             out / "figures" / f"anomaly_{category.name}_gallery.png", fragment="sort=score-desc")
+        print(f"gallery screenshot: {picture}")
     print_summary(path, record)
     return record
 

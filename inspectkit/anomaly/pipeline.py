@@ -185,8 +185,7 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     if out is not None:
         detector_file = detector.save(out / "detectors" / f"anomaly_{category.name}_{config.arch}.pt")
         if figures:
-            figure_files = _figures(category.name, out, test, cache, shape, maps, masks, scores,
-                                    detector.image_threshold)
+            figure_files = _figures(category.name, out, test, cache, shape, maps, masks, scores, detector)
         clock.lap("output")
     timings = {k: round(v, 3) for k, v in clock.seconds.items()}
     timings["wall_s"] = round(time.perf_counter() - start, 3)
@@ -246,9 +245,12 @@ def _metrics(classes: list[str], scores: np.ndarray, masks: np.ndarray, maps: np
 
 
 def _figures(name: str, out: Path, test: list[Sample], cache: DecodeCache, shape: tuple[int, int], maps: np.ndarray,
-             masks: np.ndarray, scores: np.ndarray, threshold: float) -> list[Path]:
+             masks: np.ndarray, scores: np.ndarray, detector: PatchCore) -> list[Path]:
+    """The heat-map strip (one image per class), the score histogram, and the gallery of every test image."""
     from ..figures.anomaly import heatmap_strip, score_histogram
+    from .gallery import GalleryItem, write_gallery
 
+    threshold = detector.image_threshold
     shown = []
     for label in dict.fromkeys(s.label for s in test):  # one image per class, good first, in folder order
         shown.append(next(i for i, s in enumerate(test) if s.label == label))
@@ -260,4 +262,14 @@ def _figures(name: str, out: Path, test: list[Sample], cache: DecodeCache, shape
         threshold=threshold)
     hist = score_histogram(scores, np.array([s.is_defect for s in test]), out / "figures" / f"anomaly_{name}_hist.png",
                            f"{name}: image scores (PatchCore)", threshold)
-    return [strip, hist]
+    root = test[0].path.parents[2]  # <category>/test/<class>/<file>
+    items = [GalleryItem(file=s.path.relative_to(root).as_posix(), label=s.label, score=float(scores[i]),
+                         image=cache.image(s.path, shape), anomaly_map=maps[i],
+                         mask=masks[i] if s.mask_path is not None else None) for i, s in enumerate(test)]
+    info = detector.threshold_info
+    gallery = write_gallery(
+        out / f"anomaly_{name}.html", category=name, items=items, threshold=threshold,
+        threshold_note=f"set from {info['validation_images']} good images held out of train/good at a "
+                       f"{info['false_alarm_target']:.0%} false-alarm target (no defect labels used)",
+        vmin=float(np.median(maps)), vmax=float(np.percentile(maps, 99.9)))
+    return [strip, hist, gallery]

@@ -38,7 +38,7 @@ def heatmap_strip(images: list[np.ndarray], maps: list[np.ndarray], masks: list[
 
 def score_histogram(scores: np.ndarray, is_defect: np.ndarray, path: str | os.PathLike, title: str,
                     threshold: float | None = None) -> Path:
-    """Histograms of image scores for good and defective test images, with the F1-optimal threshold."""
+    """Histograms of image scores for good and defective test images, with the good-only threshold."""
     scores = np.asarray(scores, dtype=float)
     is_defect = np.asarray(is_defect, dtype=bool)
     bins = np.linspace(scores.min(), scores.max(), 31)
@@ -46,7 +46,8 @@ def score_histogram(scores: np.ndarray, is_defect: np.ndarray, path: str | os.Pa
     ax.hist(scores[~is_defect], bins=bins, alpha=0.6, label=f"good ({(~is_defect).sum()})", color="tab:green")
     ax.hist(scores[is_defect], bins=bins, alpha=0.6, label=f"defect ({is_defect.sum()})", color="tab:red")
     if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"F1-optimal threshold {threshold:.2f}")
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1,
+                   label=f"threshold {threshold:.2f}\n(from held-out good images)")
     ax.set_xlabel("image score (max of the smoothed patch scores)")
     ax.set_ylabel("test images")
     ax.set_title(title, fontsize=9)
