@@ -97,5 +97,25 @@ def test_bad_image_folders_exit_2(detector_file, photos, tmp_path, capsys):
 def test_export_to_an_unwritable_place_exits_2(detector_file, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    exits_2(["--load", detector_file, "--export", "onnx", "--export-file", blocker / "model.onnx"], capsys, "")
-    assert not (blocker.parent / "model.onnx").exists()
+    message = exits_2(["--load", detector_file, "--export", "onnx", "--export-file", blocker / "model.onnx"], capsys,
+                      "the ONNX model's folder")
+    assert "a_file" in message and not (blocker.parent / "model.onnx").exists()
+    exits_2(["--export", "onnx"], capsys, "--export needs --load")
+
+
+def test_export_writes_an_onnx_model_that_onnxruntime_scores_like_torch(detector_file, photos, tmp_path):
+    import onnxruntime
+
+    from inspectkit.anomaly import PatchCore
+    from inspectkit.anomaly.predict import _decode
+
+    target = tmp_path / "model.onnx"
+    call(["--load", detector_file, "--export", "onnx", "--export-file", target])
+    detector = PatchCore.load(detector_file)
+    image, _ = _decode(photos / "grey_wide.png", detector.input_shape)
+    batch = image.transpose(2, 0, 1)[None].copy()
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    anomaly_map, score = session.run(None, {"images": batch})
+    torch_scores, torch_maps = detector.score(torch.from_numpy(batch))
+    assert score[0] == pytest.approx(float(torch_scores[0]), rel=1e-4)
+    assert np.abs(anomaly_map - torch_maps).max() <= 1e-3 * max(1.0, float(np.abs(torch_maps).max()))
