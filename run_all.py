@@ -29,6 +29,7 @@ from inspectkit.cli import (
     script_parser,
 )
 from inspectkit.errors import UserError
+from inspectkit.evaluation import best_attempt
 from inspectkit.report import collect_inputs
 from inspectkit.results import ensure_writable_dir
 from inspectkit.synthetic import DEMO_CATEGORY
@@ -121,7 +122,7 @@ def summary_rows(out: Path, category: str | None, timings: dict[str, float], rep
         headline["stats"] = f"{s['num_images']} images, {s['num_defect_classes']} defect classes"
     attempts = {k: v for k, v in found.items() if k.startswith("attempt_")}
     if attempts:
-        best = max(attempts.values(), key=lambda a: a["test"]["macro_f1"]["mean"])
+        best = best_attempt(list(attempts.values()))
         f1 = best["test"]["macro_f1"]
         headline["train"] = (f"best: attempt {best['attempt']} ({best['name']}), macro-F1 "
                              f"{f1['mean']:.3f} ± {f1['std']:.3f}")

@@ -14,10 +14,12 @@ import shlex
 import statistics
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .evaluation import best_attempt
 from .metrics import paired_differences
 from .results import REPO_ROOT, atomic_write, git_commit, read_json
 
@@ -267,11 +269,6 @@ def paired_difference(a: dict, b: dict) -> dict[str, float]:
             "std": math.hypot(a["macro_f1"]["std"], b["macro_f1"]["std"])}
 
 
-def best_attempt(attempts: list[dict]) -> dict:
-    """Highest mean test macro-F1, ties broken by the lower std (evaluate.py's rule)."""
-    return max(attempts, key=lambda a: (a["macro_f1"]["mean"], -a["macro_f1"]["std"]))
-
-
 def top_error(attempt: dict) -> dict | None:
     """The largest off-diagonal cell of an attempt's summed confusion matrix, or None without errors."""
     names, matrix = attempt["class_names"], attempt["confusion"]
@@ -289,12 +286,13 @@ def attempts_context(attempts: list[dict], evaluation: dict) -> dict:
         diff = paired_difference(prev, cur)
         steps.append({"from": prev, "to": cur, "diff": diff, "verdict": verdict(diff),
                       "changes": config_changes(prev["config"], cur["config"])})
-    best = best_attempt(attempts)
+    best = best_attempt(attempts, macro_f1=itemgetter("macro_f1"))  # the rows hold the test macro-F1 at top level
     if evaluation["best_attempt"] != best["number"]:
         raise UserError(f"evaluation.json names attempt {evaluation['best_attempt']} as best, but the attempt_N.json "
                         f"files say attempt {best['number']}: evaluation.json is stale; re-run evaluate.py")
     baseline = attempts[0]
-    runner_up = best_attempt([a for a in attempts if a is not best]) if len(attempts) > 1 else None
+    runner_up = (best_attempt([a for a in attempts if a is not best], macro_f1=itemgetter("macro_f1"))
+                 if len(attempts) > 1 else None)
     over_baseline = paired_difference(baseline, best) if best is not baseline else None
     margin = paired_difference(runner_up, best) if runner_up else None
     largest = max(steps, key=lambda s: s["diff"]["mean"]) if steps else None

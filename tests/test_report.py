@@ -10,9 +10,9 @@ from PIL import Image
 from pypdf import PdfReader
 
 import build_report
-import evaluate
 from inspectkit import report
 from inspectkit.attempts import ATTEMPTS
+from inspectkit.evaluation import compare
 from inspectkit.metrics import classification_metrics, summarize_splits
 from inspectkit.results import write_json
 
@@ -50,7 +50,7 @@ def write_evaluation(folder, prov):
     attempts = [report.read_json(folder / f"attempt_{n}.json") for n in report.ATTEMPTS]
     reproduction = [{"attempt": a["attempt"], "equal": True, "max_abs_difference": {"macro_f1": 0.0}}
                     for a in attempts]
-    write_json(folder / "evaluation.json", {**evaluate.compare(attempts), "reproduction": reproduction,
+    write_json(folder / "evaluation.json", {**compare(attempts), "reproduction": reproduction,
                                             "provenance": prov})
 
 
