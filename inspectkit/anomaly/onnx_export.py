@@ -11,6 +11,7 @@ cannot: scipy then mirrors repeatedly), so no input shape is refused.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -38,6 +39,7 @@ SCORE_OUTPUT = "image_score"  # float32 (N,)
 ONNX_FORMAT = "inspectkit-patchcore-onnx"
 ONNX_FORMAT_VERSION = 1  # bump when the graph's inputs, outputs or metadata change meaning
 DEFAULT_OPSET = 17
+OPSETS = range(11, 21)  # 11: Resize with pytorch_half_pixel; 20: the newest the TorchScript exporter writes
 # stored when the detector has them (set by calibration); read with getattr, so older detectors export too
 THRESHOLD_FIELDS = ("image_threshold", "pixel_threshold", "score_center", "score_scale")
 # Parity targets against the torch detector: image scores relative, maps relative to the largest map value.
@@ -75,7 +77,9 @@ class ScoringGraph(nn.Module):
         super().__init__()
         if detector.bank is None or detector.input_shape is None:
             raise UserError("the detector is not fitted; fit it (python anomaly.py) before exporting it to ONNX")
-        self.extractor = detector.extractor.eval()
+        # traced on the CPU: a detector on a GPU is exported from a CPU copy of its extractor
+        on_cpu = detector.device.type == "cpu"
+        self.extractor = (detector.extractor if on_cpu else copy.deepcopy(detector.extractor).cpu()).eval()
         height, width = detector.input_shape
         grid_h, grid_w = height // self.extractor.stride, width // self.extractor.stride
         config = detector.config
@@ -145,6 +149,8 @@ def export_onnx(detector: PatchCore, path: str | os.PathLike, opset: int = DEFAU
     passed; returns the path. An unwritable destination is a UserError before anything is exported."""
     import onnx
 
+    if opset not in OPSETS:
+        raise UserError(f"ONNX opset {opset} is not supported; use {OPSETS.start} to {OPSETS.stop - 1}")
     path = check_destination(path)
     graph = ScoringGraph(detector).eval()
     height, width = detector.input_shape
