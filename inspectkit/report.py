@@ -213,7 +213,8 @@ CHANGE_LABELS = {"train_levels": "which backbone levels are trained", "head": "t
                  "schedule": "the schedule", "lr_head": "the head's learning rate",
                  "lr_backbone": "the backbone's learning rate", "weight_decay": "weight decay",
                  "batch_size": "the batch size", "loss": "the loss", "logit_adjust_tau": "logit adjustment",
-                 "balanced_sampling": "class-balanced sampling", "early_stopping_patience": "early stopping"}
+                 "balanced_sampling": "class-balanced sampling", "early_stopping_patience": "early stopping",
+                 "test_time_views": "test-time augmentation", "anomaly_gate": "the anomaly gate"}
 
 
 def _short(value: Any) -> str:
@@ -369,7 +370,17 @@ def anomaly_context(inputs: Inputs, data: dict) -> dict:
         "weights": data["provenance"]["weights"],
         "input_shape": config.get("input_shape"),
         "others": _other_categories(inputs),
+        "threshold": _threshold_context(metrics),
     }
+
+
+def _threshold_context(metrics: dict) -> dict | None:
+    """Which threshold Q4's verdicts use (the good-only one) and the test rates at it, with the oracle beside."""
+    at, info, oracle = metrics.get("at_threshold"), metrics.get("threshold"), metrics.get("oracle")
+    if not (isinstance(at, dict) and isinstance(info, dict) and isinstance(oracle, dict)):
+        return None  # an older anomaly JSON: Q4 then names no threshold
+    return {"false_alarm_target": info["false_alarm_target"], "validation_images": info["validation_images"],
+            "image": at["image"], "pixel": at.get("pixel"), "oracle_f1": oracle["f1_max"]}
 
 
 def _other_categories(inputs: Inputs) -> list[dict]:
