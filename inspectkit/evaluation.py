@@ -5,24 +5,30 @@ by every split and attempt with the same trunk; also the defect type of each ima
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
+from .anomaly import PatchCore
 from .attempts import select_attempts
 from .cache import DecodeCache
 from .classifier import Classifier
-from .data import Category
+from .data import GOOD, Category
 from .errors import UserError
 from .figures.training import confusion_matrix_figure, learning_curves_figure, misclassified_gallery
+from .gate import apply_gate
 from .imageio import read_image_folder
 from .metrics import SUMMARY_METRICS, classification_metrics, paired_differences, summarize_splits
-from .results import schema_problem
+from .results import schema_problem, sha256_file
 from .training import (
     EVAL_BATCH,
     augment_view,
@@ -117,9 +123,24 @@ def trunk_fingerprint(checkpoint: dict) -> str:
 
 
 def inference_model(checkpoint: dict, device: torch.device) -> Classifier:
-    """The checkpoint's classifier on ``device`` in eval mode, in channels-last memory format (about 1.7x faster
-    convolutions on a CPU than the default layout; the outputs agree to float rounding)."""
-    return classifier_from_checkpoint(checkpoint).to(device, memory_format=torch.channels_last).eval()
+    """The checkpoint's classifier on ``device`` in eval mode, made faster for inference only: every batch norm
+    that directly follows a convolution folded into it, and the weights in channels-last memory format (together
+    about 2.5x faster on a CPU than the plain model; the outputs agree to float rounding, ~1e-6 relative)."""
+    model = classifier_from_checkpoint(checkpoint)
+    _fold_batch_norms(model)
+    return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def _fold_batch_norms(model: nn.Module) -> None:
+    """Fold each eval-mode ``BatchNorm2d`` that follows a ``Conv2d`` in the same ``nn.Sequential`` into the
+    convolution (the pair computes bn(conv(x)), so this is exact up to rounding); the batch norm becomes Identity."""
+    for block in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(block._modules)
+        for conv_name, bn_name in itertools.pairwise(names):
+            conv, bn = block._modules[conv_name], block._modules[bn_name]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                block._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                block._modules[bn_name] = nn.Identity()
 
 
 @torch.no_grad()
@@ -217,6 +238,8 @@ def rescore_attempts(results: list[dict], category: Category, out: Path, device:
                           []).append(item)
 
     timing = {"trunk_s": 0.0, "heads_s": 0.0, "trunk_images": 0, "trunk_groups": len(groups)}
+    result_names = {r["attempt"]: r["class_names"] for r in results}
+    gate_scores: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}  # attempts 3 and 4 share their detectors
     probabilities: dict[tuple[int, int], torch.Tensor] = {}
     for (_, size), items in groups.items():
         start = time.perf_counter()
@@ -232,8 +255,11 @@ def rescore_attempts(results: list[dict], category: Category, out: Path, device:
                          disable=not progress):
             index = torch.tensor([position[f] for f in item.files])
             item_views = item.checkpoint["config"].get("test_time_views", 1)
-            probabilities[item.attempt, item.split] = split_probabilities(item.checkpoint,
-                                                                          outputs[:item_views, index], device)
+            probs = split_probabilities(item.checkpoint, outputs[:item_views, index], device)
+            if "gate" in item.checkpoint:
+                probs = _apply_saved_gate(item, probs, images[index], out, result_names[item.attempt], gate_scores,
+                                          device)
+            probabilities[item.attempt, item.split] = probs
         timing["heads_s"] += time.perf_counter() - start
         del outputs
 
@@ -249,6 +275,17 @@ def rescore_attempts(results: list[dict], category: Category, out: Path, device:
                 "files": item.files, "y_true": y_true, "y_pred": y_pred, "prob": probs.max(1).values.tolist(),
                 "metrics": classification_metrics(y_true, y_pred, class_names)})
     return rescored
+
+
+def _apply_saved_gate(item: _Scored, probs: torch.Tensor, images: torch.Tensor, out: Path, class_names: list[str],
+                      memo: dict, device: torch.device) -> torch.Tensor:
+    """An anomaly-guided checkpoint: its split's saved detector scores the test images again, and the saved
+    threshold decides good vs defect (gate.apply_gate), exactly as train.py did."""
+    path = checkpoint_path(out, item.attempt, item.split).parent / item.checkpoint["gate"]["detector"]
+    key = (sha256_file(path) if path.is_file() else str(path), tuple(item.files))
+    if key not in memo:
+        memo[key] = PatchCore.load(path, device).score(images)[0]  # a missing file: UserError naming it
+    return apply_gate(probs, memo[key], item.checkpoint["gate"]["threshold"], class_names.index(GOOD))
 
 
 def rescore_attempt(result: dict, category: Category, out: Path, device: torch.device,
@@ -327,6 +364,10 @@ def predict_folder(out: Path, attempt: int, split: int, folder: str | Path, devi
                             checkpoint["config"].get("test_time_views", 1), device, progress)
     probs = split_probabilities(checkpoint, outputs, device)
     names = checkpoint["class_names"]
+    if "gate" in checkpoint:  # an anomaly-guided attempt: its split's detector decides good vs defect
+        detector = PatchCore.load(path.parent / checkpoint["gate"]["detector"], device)
+        probs = apply_gate(probs, detector.score(torch.stack(tensors))[0], checkpoint["gate"]["threshold"],
+                           names.index(GOOD))
     rows = [{"file": str(f), "class": names[int(p.argmax())], "probability": round(float(p.max()), 4)}
             for f, p in zip(files, probs, strict=True)]
     return rows, skipped

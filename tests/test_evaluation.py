@@ -100,8 +100,10 @@ def test_fast_probabilities_equal_training_predict():
     model.eval()
     checkpoint = {"model": model.state_dict(), "config": attempt.to_dict(), "arch": "mobilenet_v2",
                   "class_names": ["good", "a", "b", "c"]}
+    fast_model = inference_model(checkpoint, CPU)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast_model.modules())  # all folded into convolutions
     for views in (1, 8):
-        outputs = trunk_outputs(inference_model(checkpoint, CPU), images, views, CPU, progress=False)
+        outputs = trunk_outputs(fast_model, images, views, CPU, progress=False)
         assert outputs.shape[:2] == (views, 37)
         fast = split_probabilities(checkpoint, outputs, CPU)
         slow = predict(model, images, CPU, views)
