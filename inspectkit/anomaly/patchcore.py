@@ -308,9 +308,12 @@ def _state_problem(state: dict) -> str | None:
         return "no input shape"
     if not isinstance(state.get("extractor"), dict):
         return "no backbone weights"
-    for name in ("image_threshold", "pixel_threshold", "score_center"):
-        if not isinstance(state.get(name), float | int):
-            return f"no {name.replace('_', ' ')}"
+    names = ("image_threshold", "pixel_threshold", "score_center")
+    if any(name not in state for name in names):
+        return "no threshold fields"
+    values = [state[name] for name in names]  # all numbers, or all None (fitted without a validation share)
+    if not (all(isinstance(v, float | int) for v in values) or all(v is None for v in values)):
+        return "incomplete thresholds"
     if not isinstance(state.get("threshold_info"), dict):
         return "no threshold record"
     return None

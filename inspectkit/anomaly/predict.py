@@ -141,6 +141,9 @@ def predict_folder(detector: PatchCore, folder: str | os.PathLike, *, maps_dir: 
     timing)."""
     folder = Path(folder)
     files = find_images(folder)
+    if detector.image_threshold is None:
+        raise UserError("this detector was fitted without a validation share, so it has no threshold to give "
+                        "verdicts; fit one with anomaly.py (--validation-share 0.1 is the default)")
     shape = tuple(detector.input_shape)
     batch_size = batch_size or detector.config.batch_size
     predictions, skipped = [], []
