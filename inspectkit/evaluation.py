@@ -5,7 +5,6 @@ by every split and attempt with the same trunk; also the defect type of each ima
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,14 +13,12 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
 from .anomaly import PatchCore
 from .attempts import select_attempts
 from .cache import DecodeCache
-from .classifier import Classifier
+from .classifier import Classifier, fold_batch_norms
 from .data import GOOD, Category
 from .errors import UserError
 from .figures.training import confusion_matrix_figure, learning_curves_figure, misclassified_gallery
@@ -44,6 +41,9 @@ BEST_ATTEMPT_RULE = "highest mean test macro-F1 over splits (ties: lower std)"
 # Re-scored metrics within this of the attempt_N.json ones count as reproduced (they are ratios of counts, so a
 # real difference is at least 1 / the number of test images).
 REPRODUCTION_TOLERANCE = 1e-9
+# Images per batch through the rest of the network: it is cheap per image, so a larger batch than the trunk's
+# (EVAL_BATCH) spreads its per-call overhead; measured on 2 busy cores, 32 -> 128 cut it by about a third.
+HEAD_BATCH = 128
 GALLERY_SIZE = 160
 GALLERY_MAX = 24
 
@@ -127,20 +127,8 @@ def inference_model(checkpoint: dict, device: torch.device) -> Classifier:
     that directly follows a convolution folded into it, and the weights in channels-last memory format (together
     about 2.5x faster on a CPU than the plain model; the outputs agree to float rounding, ~1e-6 relative)."""
     model = classifier_from_checkpoint(checkpoint)
-    _fold_batch_norms(model)
+    fold_batch_norms(model)
     return model.to(device, memory_format=torch.channels_last).eval()
-
-
-def _fold_batch_norms(model: nn.Module) -> None:
-    """Fold each eval-mode ``BatchNorm2d`` that follows a ``Conv2d`` in the same ``nn.Sequential`` into the
-    convolution (the pair computes bn(conv(x)), so this is exact up to rounding); the batch norm becomes Identity."""
-    for block in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        names = list(block._modules)
-        for conv_name, bn_name in itertools.pairwise(names):
-            conv, bn = block._modules[conv_name], block._modules[bn_name]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                block._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
-                block._modules[bn_name] = nn.Identity()
 
 
 @torch.no_grad()
@@ -174,11 +162,14 @@ def split_probabilities(checkpoint: dict, trunk_outputs: torch.Tensor, device: t
     classifier (a rule that overrides its decisions) is applied here.
     """
     model = inference_model(checkpoint, device)
+    views, n = trunk_outputs.shape[:2]
+    flat = trunk_outputs.flatten(0, 1)  # every view of every image, so the batches can be larger
+    logits = torch.cat([model.from_trunk(flat[i:i + HEAD_BATCH].to(device)).cpu()
+                        for i in range(0, len(flat), HEAD_BATCH)])
     total = 0
-    for view_outputs in trunk_outputs:
-        total = total + torch.cat([torch.softmax(model.from_trunk(view_outputs[i:i + EVAL_BATCH].to(device)), 1).cpu()
-                                   for i in range(0, len(view_outputs), EVAL_BATCH)])
-    return total / len(trunk_outputs)
+    for view_probs in torch.softmax(logits, 1).view(views, n, -1):
+        total = total + view_probs
+    return total / views
 
 
 @dataclass

@@ -20,11 +20,12 @@ from tqdm import tqdm
 from .anomaly.metrics import image_auroc
 from .attempts import Attempt
 from .cache import DecodeCache
-from .classifier import Classifier, build_classifier
+from .classifier import Classifier, build_classifier, inference_trunk
 from .data import GOOD, Category
 from .errors import UserError
 from .gate import apply_gate, detector_path, fit_gate, tune_threshold
 from .metrics import SUMMARY_METRICS, classification_metrics, summarize_splits
+from .models import normalize
 from .results import NUMBER, Fields, atomic_write, read_result, schema_problem
 
 EVAL_BATCH = 32
@@ -57,11 +58,13 @@ def trunk_feature_bank(model: Classifier, images: torch.Tensor, views: int, seed
                        augment: bool, progress: bool = True) -> torch.Tensor:
     """Trunk outputs of every image in ``views`` augmented versions: float tensor (views, N, C, h, w).
 
-    Computing the frozen trunk once per view is what makes fine-tuning fast on a CPU.
+    Computing the frozen trunk once per view is what makes fine-tuning fast on a CPU; a batch-norm-folded,
+    channels-last copy of it computes the same outputs (to float rounding) about twice as fast.
     """
     jitter = v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.05) if augment else None
     torch.manual_seed(seed)
     model.eval()
+    trunk = inference_trunk(model.trunk).to(device)
     bank = []
     with tqdm(total=views * len(images), desc="trunk features", unit="img", leave=False,
               disable=not progress) as bar:
@@ -69,7 +72,9 @@ def trunk_feature_bank(model: Classifier, images: torch.Tensor, views: int, seed
             outputs = []
             for start in range(0, len(images), EVAL_BATCH):
                 batch = torch.stack([augment_view(img, view, jitter) for img in images[start:start + EVAL_BATCH]])
-                outputs.append(model.trunk_features(batch.to(device)).cpu())
+                with torch.no_grad():
+                    x = normalize(batch.to(device)).contiguous(memory_format=torch.channels_last)
+                    outputs.append(trunk(x).contiguous().cpu())
                 bar.update(len(batch))
             bank.append(torch.cat(outputs))
     return torch.stack(bank)
