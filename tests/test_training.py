@@ -183,7 +183,8 @@ def test_short_run_from_random_init_beats_chance_on_an_easy_set(tmp_path):
     category = load_category(tmp_path, "easy", progress=False)
     manifest = make_splits(category, n_splits=1, seed=0)
     attempt = replace(ATTEMPTS[2], image_size=48, train_levels=99, epochs=12, batch_size=8, augmented_views=8,
-                      early_stopping_patience=None, lr_backbone=1e-3, lr_head=1e-3)
+                      early_stopping_patience=None, early_stopping_start=0, lr_backbone=1e-3, lr_head=1e-3,
+                      head="linear", head_dropout=0.0, test_time_views=1)
     torch.manual_seed(0)
     result = train_attempt(attempt, category, manifest, arch="resnet18", weights="none",
                            device=torch.device("cpu"), out=tmp_path / "out", cache=DecodeCache(disk=False),
