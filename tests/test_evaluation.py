@@ -34,7 +34,7 @@ from inspectkit.evaluation import (
     trunk_outputs,
 )
 from inspectkit.synthetic import make_category
-from inspectkit.training import load_checkpoint, predict
+from inspectkit.training import classifier_from_checkpoint, load_checkpoint, predict
 
 CPU = torch.device("cpu")
 SPLITS = 3
@@ -112,6 +112,24 @@ def test_fast_probabilities_equal_training_predict():
         assert torch.equal(fast.argmax(1), slow.argmax(1))
         assert len(set(slow.argmax(1).tolist())) > 1  # not one answer for every image
     assert not torch.allclose(predict(model, images, CPU, 8), predict(model, images, CPU, 1), atol=1e-2)
+
+
+def test_a_second_checkpoint_of_the_same_structure_gets_its_own_weights():
+    """``inference_model`` builds each structure once and copies it: the copy must carry the new checkpoint's
+    weights, not the first one's."""
+    model, _ = build_classifier("mobilenet_v2", "none", 3, train_levels=1, head="linear")
+    first = {"model": model.state_dict(), "arch": "mobilenet_v2", "class_names": ["good", "a", "b"],
+             "config": ATTEMPTS[1].to_dict() | {"train_levels": 1}}
+    second = copy.deepcopy(first)
+    second["model"] = {k: v + torch.randn_like(v) if k.startswith("head.") else v for k, v in first["model"].items()}
+    features = torch.randn(4, *trunk_outputs(inference_model(first, CPU), torch.zeros(1, 3, 64, 64,
+                                                                                      dtype=torch.uint8),
+                                             1, CPU, progress=False).shape[2:])
+    with torch.no_grad():
+        logits = {name: inference_model(c, CPU).from_trunk(features) for name, c in (("a", first), ("b", second))}
+        expected = classifier_from_checkpoint(second).from_trunk(features)
+    assert torch.allclose(logits["b"], expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(logits["a"], logits["b"], atol=1e-3)
 
 
 def test_fingerprint_separates_trunks_and_ignores_the_rest():
