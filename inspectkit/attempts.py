@@ -42,6 +42,7 @@ class Attempt:
     early_stopping_start: int = 0
     test_time_views: int = 1
     anomaly_gate: bool = False
+    region_model: bool = False
 
     def to_dict(self) -> dict:
         record = asdict(self)
@@ -73,9 +74,10 @@ ATTEMPTS: dict[int, Attempt] = {
 ATTEMPTS[3] = replace(
     ATTEMPTS[2], number=3, name="Anomaly-guided",
     what_changed="on top of 2: the good-only anomaly detector (PatchCore, fitted on each split's good training "
-                 "images) decides good vs defect at a threshold tuned on the validation part; the classifier "
-                 "only names the defect type",
-    anomaly_gate=True)
+                 "images) decides good vs defect at a threshold tuned on the validation part; the defect type is "
+                 "the mean of the classifier's and a logistic regression's on the detector's features of the most "
+                 "anomalous region and its size",
+    anomaly_gate=True, region_model=True)
 ATTEMPTS[4] = replace(
     ATTEMPTS[3], number=4, name="Logit-adjusted loss",
     what_changed="on top of 3: logit-adjusted cross-entropy (Menon et al., ICLR 2021) with tau = 1, "

@@ -26,7 +26,7 @@ from .classifier import Classifier, fold_batch_norms
 from .data import GOOD, Category
 from .errors import UserError
 from .figures.training import confusion_matrix_figure, learning_curves_figure, misclassified_gallery
-from .gate import apply_gate
+from .gate import apply_gate, combine_defect_probabilities, region_probabilities, score_with_regions
 from .imageio import read_image_folder
 from .metrics import SUMMARY_METRICS, classification_metrics, paired_differences, summarize_splits
 from .results import schema_problem, sha256_file
@@ -327,11 +327,17 @@ def _apply_saved_gate(item: _Scored, probs: torch.Tensor, images: torch.Tensor, 
                       memo: dict, device: torch.device) -> torch.Tensor:
     """An anomaly-guided checkpoint: its split's saved detector scores the test images again, and the saved
     threshold decides good vs defect (gate.apply_gate), exactly as train.py did."""
-    path = checkpoint_path(out, item.attempt, item.split).parent / item.checkpoint["gate"]["detector"]
+    gate = item.checkpoint["gate"]
+    path = checkpoint_path(out, item.attempt, item.split).parent / gate["detector"]
     key = (sha256_file(path) if path.is_file() else str(path), tuple(item.files))
     if key not in memo:
-        memo[key] = PatchCore.load(path, device).score(images)[0]  # a missing file: UserError naming it
-    return apply_gate(probs, memo[key], item.checkpoint["gate"]["threshold"], class_names.index(GOOD))
+        memo[key] = score_with_regions(PatchCore.load(path, device), images)  # a missing file: UserError naming it
+    scores, regions = memo[key]
+    good = class_names.index(GOOD)
+    if "region_model" in gate:
+        probs = combine_defect_probabilities(probs, region_probabilities(gate["region_model"], regions, class_names),
+                                             good)
+    return apply_gate(probs, scores, gate["threshold"], good)
 
 
 def rescore_attempt(result: dict, category: Category, out: Path, device: torch.device,
@@ -411,9 +417,13 @@ def predict_folder(out: Path, attempt: int, split: int, folder: str | Path, devi
     probs = split_probabilities(checkpoint, outputs, device)
     names = checkpoint["class_names"]
     if "gate" in checkpoint:  # an anomaly-guided attempt: its split's detector decides good vs defect
-        detector = PatchCore.load(path.parent / checkpoint["gate"]["detector"], device)
-        probs = apply_gate(probs, detector.score(torch.stack(tensors))[0], checkpoint["gate"]["threshold"],
-                           names.index(GOOD))
+        gate = checkpoint["gate"]
+        scores, regions = score_with_regions(PatchCore.load(path.parent / gate["detector"], device),
+                                             torch.stack(tensors))
+        if "region_model" in gate:
+            probs = combine_defect_probabilities(probs, region_probabilities(gate["region_model"], regions, names),
+                                                 names.index(GOOD))
+        probs = apply_gate(probs, scores, gate["threshold"], names.index(GOOD))
     rows = [{"file": str(f), "class": names[int(p.argmax())], "probability": round(float(p.max()), 4)}
             for f, p in zip(files, probs, strict=True)]
     return rows, skipped

@@ -67,6 +67,85 @@ def apply_gate(probs: torch.Tensor, scores: np.ndarray, threshold: float, good_i
     return gated
 
 
+def combine_defect_probabilities(classifier: torch.Tensor, region: torch.Tensor | None, good_index: int
+                                 ) -> torch.Tensor:
+    """The defect-type probabilities the gate hands on: the classifier's, or with a region model the mean of the
+    two, each renormalised over the defect classes (good is the gate's to decide)."""
+    if region is None:
+        return classifier
+    defect = [i for i in range(classifier.shape[1]) if i != good_index]
+    mixed = torch.zeros_like(classifier)
+    for probs in (classifier, region.to(classifier.dtype)):
+        part = probs[:, defect]
+        mixed[:, defect] += part / part.sum(dim=1, keepdim=True).clamp_min(1e-12) / 2
+    mixed[:, good_index] = classifier[:, good_index]  # kept only for images the gate passes as good
+    return mixed
+
+
+def score_with_regions(detector: PatchCore, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores and region descriptors of ``images`` with one feature pass of the detector."""
+    scores, descriptors = [], []
+    for start in range(0, len(images), detector.config.batch_size):
+        features = detector.extract(images[start:start + detector.config.batch_size])
+        patch = detector.patch_scores(features)
+        scores.append(detector.image_scores(patch))
+        descriptors.append(region_descriptors(features, patch))
+    return np.concatenate(scores), np.concatenate(descriptors)
+
+
 def detector_path(checkpoint_file: Path) -> Path:
     """Where a split's gate detector is saved: beside the split's classifier checkpoint."""
     return checkpoint_file.with_name(checkpoint_file.stem + "_detector.pt")
+
+
+# ---------------------------------------------------------------- the defect region's own descriptor
+
+REGION_TOP_SHARE = 0.01  # the most anomalous 1 % of patches (16 of a 40 x 40 grid) describe the defect
+AREA_LEVELS = (2.0, 2.5, 3.0)  # patch-distance levels at which the anomalous area is measured (log share)
+
+
+def region_descriptors(features: torch.Tensor, patch_scores: torch.Tensor, top_share: float = REGION_TOP_SHARE
+                       ) -> np.ndarray:
+    """(N, C, h, w) detector features and (N, h, w) patch scores -> (N, 2C + 4) descriptors of each image's most
+    anomalous region: the mean feature of its top ``top_share`` patches, a softmax-weighted mean over all patches
+    (weights rise with the patch score), the log share of patches above each of ``AREA_LEVELS`` (size: broken_small
+    against broken_large), and the maximum patch score."""
+    n, c = features.shape[:2]
+    f = features.reshape(n, c, -1).double()
+    s = patch_scores.reshape(n, -1).double()
+    k = max(1, int(top_share * s.shape[1]))
+    top = torch.topk(s, k, dim=1).indices
+    top_mean = torch.gather(f, 2, top[:, None, :].expand(n, c, k)).mean(2)
+    spread = s.std(dim=1, keepdim=True) + 1e-6
+    weights = torch.softmax((s - s.max(dim=1, keepdim=True).values) / spread, dim=1)
+    weighted = torch.einsum("ncp,np->nc", f, weights)
+    areas = torch.stack([torch.log((s >= level).double().mean(1) + 1e-4) for level in AREA_LEVELS], dim=1)
+    return torch.cat([top_mean, weighted, areas, s.max(dim=1, keepdim=True).values], dim=1).numpy()
+
+
+def fit_region_model(descriptors: np.ndarray, labels: list[str], seed: int) -> dict:
+    """A standardised multinomial logistic regression (scikit-learn, C = 0.1) from region descriptors to the
+    defect type, fitted on the split's defective training images; returned as plain tensors, so a checkpoint
+    holds it and loads with ``weights_only=True``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(descriptors)
+    model = LogisticRegression(C=0.1, max_iter=5000, random_state=seed).fit(scaler.transform(descriptors), labels)
+    if len(model.classes_) < 2:
+        raise UserError("the anomaly-guided attempt needs at least two defect types in each split's training part")
+    return {"mean": torch.from_numpy(scaler.mean_), "scale": torch.from_numpy(scaler.scale_),
+            "coef": torch.from_numpy(model.coef_), "intercept": torch.from_numpy(model.intercept_),
+            "classes": [str(c) for c in model.classes_]}
+
+
+def region_probabilities(region_model: dict, descriptors: np.ndarray, class_names: list[str]) -> torch.Tensor:
+    """(N, classes) probabilities of the region model over ``class_names`` (0 for classes it was not fitted on,
+    good among them): the softmax of the standardised descriptors' linear scores, as scikit-learn computes them."""
+    x = (torch.from_numpy(descriptors) - region_model["mean"]) / region_model["scale"]
+    logits = x @ region_model["coef"].T + region_model["intercept"]
+    if logits.shape[1] == 1:  # scikit-learn's binary form: one score for the second class
+        logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
+    probs = torch.zeros(len(descriptors), len(class_names), dtype=torch.float64)
+    probs[:, [class_names.index(c) for c in region_model["classes"]]] = torch.softmax(logits, dim=1)
+    return probs.float()

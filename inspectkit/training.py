@@ -23,7 +23,16 @@ from .cache import DecodeCache
 from .classifier import Classifier, build_classifier, inference_trunk
 from .data import GOOD, Category
 from .errors import UserError
-from .gate import apply_gate, detector_path, fit_gate, tune_threshold
+from .gate import (
+    apply_gate,
+    combine_defect_probabilities,
+    detector_path,
+    fit_gate,
+    fit_region_model,
+    region_probabilities,
+    score_with_regions,
+    tune_threshold,
+)
 from .metrics import SUMMARY_METRICS, classification_metrics, summarize_splits
 from .models import normalize
 from .results import NUMBER, Fields, atomic_write, read_result, schema_problem
@@ -327,53 +336,62 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
     splits, trained_images = [], 0
     for k, split in enumerate(manifest["splits"]):
         idx = {p: torch.tensor([position[f] for f in split[p]]) for p in ("train", "val", "test")}
-        torch.manual_seed(split["seed"])
-        model = copy.deepcopy(base_model)
-        model.head = make_fresh_head(model.head)
-        model.to(device)
-        optimizer = _optimizer(attempt, model)
-        scheduler = _scheduler(attempt, optimizer, epochs)
-        train_labels = labels_all[idx["train"]]
-        criterion = make_criterion(attempt, train_labels.tolist(), len(class_names)).to(device)
-        val_criterion = nn.CrossEntropyLoss()
-        generator = torch.Generator().manual_seed(split["seed"])
-        stopper = EarlyStopping(attempt.early_stopping_patience, attempt.early_stopping_start)
-        curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "val_macro_f1": [],
-                                          "lr_head": []}
-        train_bank = bank[:, idx["train"]]
-        val_features, val_labels = bank[0, idx["val"]], labels_all[idx["val"]]
-        for epoch in range(epochs):
-            start = time.perf_counter()
-            batches = _epoch_batches(train_bank, train_labels, attempt, generator)
-            curves["lr_head"].append(optimizer.param_groups[0]["lr"])
-            desc = f"attempt {attempt.number} split {k + 1}/{len(manifest['splits'])} epoch {epoch + 1}/{epochs}"
-            train_loss = train_one_epoch(model, criterion, optimizer, batches, device, desc, progress)
-            scheduler.step()
-            trained_images += len(train_labels)
-            timer.add("train", start)
-            start = time.perf_counter()
-            val_loss, val_pred = evaluate(model, val_criterion, val_features, val_labels, device)
-            val = classification_metrics(val_labels.tolist(), val_pred.tolist(), class_names)
-            timer.add("validate", start)
-            curves["train_loss"].append(train_loss)
-            curves["val_loss"].append(val_loss)
-            curves["val_accuracy"].append(val["accuracy"])
-            curves["val_macro_f1"].append(val["macro_f1"])
-            if progress:
-                tqdm.write(f"{desc}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-                           f"val macro-F1 {val['macro_f1']:.3f}")
-            if stopper.step(model, epoch, val["macro_f1"], val_loss):
-                break
-        model.load_state_dict(stopper.best_state)
+        trained_key = ("trained", _classifier_recipe(attempt), epochs, arch, weights, split["seed"], tuple(files),
+                       tuple(idx["train"].tolist()))
+        if trained_key in banks:  # the same classifier recipe on the same split, trained earlier in this run
+            model, optimizer, scheduler, stopper, curves, probs = banks[trained_key]
+        else:
+            torch.manual_seed(split["seed"])
+            model = copy.deepcopy(base_model)
+            model.head = make_fresh_head(model.head)
+            model.to(device)
+            optimizer = _optimizer(attempt, model)
+            scheduler = _scheduler(attempt, optimizer, epochs)
+            train_labels = labels_all[idx["train"]]
+            criterion = make_criterion(attempt, train_labels.tolist(), len(class_names)).to(device)
+            val_criterion = nn.CrossEntropyLoss()
+            generator = torch.Generator().manual_seed(split["seed"])
+            stopper = EarlyStopping(attempt.early_stopping_patience, attempt.early_stopping_start)
+            curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "val_macro_f1": [],
+                                              "lr_head": []}
+            train_bank = bank[:, idx["train"]]
+            val_features, val_labels = bank[0, idx["val"]], labels_all[idx["val"]]
+            for epoch in range(epochs):
+                start = time.perf_counter()
+                batches = _epoch_batches(train_bank, train_labels, attempt, generator)
+                curves["lr_head"].append(optimizer.param_groups[0]["lr"])
+                desc = f"attempt {attempt.number} split {k + 1}/{len(manifest['splits'])} epoch {epoch + 1}/{epochs}"
+                train_loss = train_one_epoch(model, criterion, optimizer, batches, device, desc, progress)
+                scheduler.step()
+                trained_images += len(train_labels)
+                timer.add("train", start)
+                start = time.perf_counter()
+                val_loss, val_pred = evaluate(model, val_criterion, val_features, val_labels, device)
+                val = classification_metrics(val_labels.tolist(), val_pred.tolist(), class_names)
+                timer.add("validate", start)
+                curves["train_loss"].append(train_loss)
+                curves["val_loss"].append(val_loss)
+                curves["val_accuracy"].append(val["accuracy"])
+                curves["val_macro_f1"].append(val["macro_f1"])
+                if progress:
+                    tqdm.write(f"{desc}: train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                               f"val macro-F1 {val['macro_f1']:.3f}")
+                if stopper.step(model, epoch, val["macro_f1"], val_loss):
+                    break
+            model.load_state_dict(stopper.best_state)
 
-        start = time.perf_counter()
-        probs = predict(model, images[idx["test"]], device, attempt.test_time_views)
-        timer.add("test", start)
+            start = time.perf_counter()
+            probs = predict(model, images[idx["test"]], device, attempt.test_time_views)
+            timer.add("test", start)
+            banks[trained_key] = (model, optimizer, scheduler, stopper, curves, probs)
         gate = None
         if attempt.anomaly_gate:
             start = time.perf_counter()
             gate = _gate_split(attempt, images, labels_all, idx, class_names, arch, weights, split["seed"], device,
                                checkpoint_path(out, attempt.number, k), banks)
+            region = gate.pop("region")
+            probs = combine_defect_probabilities(probs, region and region["test_probabilities"],
+                                                 class_names.index(GOOD))
             probs = apply_gate(probs, np.asarray(gate["test_scores"]), gate["threshold"], class_names.index(GOOD))
             timer.add("gate", start)
         start = time.perf_counter()
@@ -385,7 +403,8 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
             "epoch": stopper.best_epoch, "config": attempt.to_dict(), "arch": arch, "class_names": class_names,
             "category": category.name, "split": {"index": k, "seed": split["seed"], "test": split["test"]},
             "test_metrics": {m: test[m] for m in ("accuracy", "balanced_accuracy", "macro_f1")},
-            **({"gate": {"threshold": gate["threshold"], "detector": gate["detector"]}} if gate else {})})
+            **({"gate": {"threshold": gate["threshold"], "detector": gate["detector"],
+                         **({"region_model": region["model"]} if region else {})}} if gate else {})})
         splits.append({"seed": split["seed"], "n_train": len(idx["train"]), "n_val": len(idx["val"]),
                        "n_test": len(idx["test"]), "epochs_run": len(curves["train_loss"]),
                        "best_epoch": stopper.best_epoch, "curves": curves, "test_metrics": test,
@@ -410,27 +429,47 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
             "timing": timing}
 
 
+def _classifier_recipe(attempt: Attempt) -> tuple:
+    """Everything of an attempt that decides its trained classifier: attempts that differ only in how the
+    classifier's output is used (the anomaly gate, the region model) train the same network, so a run trains it
+    once and both reuse it (training is deterministic for a seed on a CPU, so this changes no number)."""
+    record = attempt.to_dict()
+    for name in ("number", "name", "what_changed", "anomaly_gate", "region_model"):
+        record.pop(name)
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in record.items()))
+
+
 def _gate_split(attempt: Attempt, images: torch.Tensor, labels: torch.Tensor, idx: dict[str, torch.Tensor],
                 class_names: Sequence[str], arch: str, weights: str, seed: int, device: torch.device,
                 checkpoint_file: Path, banks: dict) -> dict:
     """Fit (or reuse, within one run) the split's good-only detector, tune its threshold on the validation part,
-    score the test part; the detector is saved beside the split's checkpoint for evaluate.py."""
+    score the test part, and (with ``attempt.region_model``) fit the defect-region model on the training part's
+    defective images; the detector is saved beside the split's checkpoint for evaluate.py."""
     good = class_names.index(GOOD)
     train_good = idx["train"][labels[idx["train"]] == good]
-    key = ("gate", arch, weights, attempt.image_size, seed, tuple(train_good.tolist()), tuple(idx["val"].tolist()),
+    train_defect = idx["train"][labels[idx["train"]] != good]
+    key = ("gate", arch, weights, attempt.image_size, seed, tuple(idx["train"].tolist()), tuple(idx["val"].tolist()),
            tuple(idx["test"].tolist()))
     if key not in banks:
         detector = fit_gate(images[train_good], arch, weights, seed, device)
-        val_scores, _ = detector.score(images[idx["val"]])
-        test_scores, _ = detector.score(images[idx["test"]])
+        val_scores, _ = score_with_regions(detector, images[idx["val"]])
+        test_scores, test_regions = score_with_regions(detector, images[idx["test"]])
+        _, train_regions = score_with_regions(detector, images[train_defect])
         tuned = tune_threshold(val_scores, (labels[idx["val"]] != good).numpy())
         is_defect = (labels[idx["test"]] != good).numpy()
-        banks[key] = (detector, {**tuned, "n_train_good": len(train_good), "test_scores": test_scores.tolist(),
-                                 "test_detector_auroc": image_auroc(is_defect, test_scores)
-                                 if 0 < is_defect.sum() < len(is_defect) else None})
-    detector, record = banks[key]
+        region_model = fit_region_model(train_regions, [class_names[i] for i in labels[train_defect]], seed)
+        banks[key] = (detector, region_model, test_regions,
+                      {**tuned, "n_train_good": len(train_good), "n_train_defect": len(train_defect),
+                       "test_scores": test_scores.tolist(),
+                       "test_detector_auroc": image_auroc(is_defect, test_scores)
+                       if 0 < is_defect.sum() < len(is_defect) else None})
+    detector, region_model, test_regions, record = banks[key]
     path = detector.save(detector_path(checkpoint_file))
-    return {**record, "detector": path.name}
+    region = None
+    if attempt.region_model:
+        region = {"model": region_model, "test_probabilities": region_probabilities(region_model, test_regions,
+                                                                                     list(class_names))}
+    return {**record, "detector": path.name, "region": region}
 
 
 def _prediction_rows(files: Sequence[str], y_true: torch.Tensor, probs: torch.Tensor,

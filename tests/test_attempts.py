@@ -14,10 +14,10 @@ def test_the_four_attempts_build_on_each_other():
     assert a2.train_levels > 0 and a2.augmentation and a2.optimizer == "adamw" and a2.schedule == "cosine"
     assert a2.early_stopping_patience is not None and a2.head == "mlp" and a2.image_size > a1.image_size
     assert 0 < a2.lr_backbone < a2.lr_head and not a2.anomaly_gate
-    for before, after, changed in ((a2, a3, {"anomaly_gate"}), (a3, a4, {"loss", "logit_adjust_tau"})):
+    for before, after, changed in ((a2, a3, {"anomaly_gate", "region_model"}), (a3, a4, {"loss", "logit_adjust_tau"})):
         differing = {k for k, v in after.to_dict().items() if before.to_dict()[k] != v}
         assert differing == {"number", "name", "what_changed", *changed}  # each step changes one thing
-    assert a3.anomaly_gate and a4.loss == "logit_adjusted" and a4.logit_adjust_tau > 0
+    assert a3.anomaly_gate and a3.region_model and a4.loss == "logit_adjusted" and a4.logit_adjust_tau > 0
     for attempt in (a1, a2, a3, a4):
         record = attempt.to_dict()
         assert record["name"] and record["what_changed"] and isinstance(record["augmentation"], list)
