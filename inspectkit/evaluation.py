@@ -8,8 +8,10 @@ import contextlib
 import copy
 import ctypes
 import hashlib
+import io
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from .anomaly import PatchCore
@@ -29,6 +32,7 @@ from .figures.training import confusion_matrix_figure, learning_curves_figure, m
 from .gate import apply_gate, combine_defect_probabilities, region_probabilities, score_with_regions
 from .imageio import read_image_folder
 from .metrics import SUMMARY_METRICS, classification_metrics, paired_differences, summarize_splits
+from .models import normalize
 from .results import schema_problem, sha256_file
 from .training import (
     EVAL_BATCH,
@@ -156,12 +160,74 @@ def _classifier(checkpoint: dict) -> Classifier:
     return model.eval()
 
 
+def _onnx_runner(module: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``module`` (in eval mode) exported to ONNX with a dynamic batch axis and run by onnxruntime on the CPU, with
+    torch's thread count; None when onnxruntime is missing or the module cannot be exported."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(buffer.getvalue(), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception:  # a module the exporter cannot trace: PyTorch computes the same outputs, only slower
+        return None
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"x": np.ascontiguousarray(inputs.numpy())})[0])
+
+    return run
+
+
+class _FromTrunk(nn.Module):
+    """``Classifier.from_trunk`` as a module's forward, so that it can be exported."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.from_trunk(features)
+
+
+def trunk_runner(model: Classifier, device: torch.device,
+                 image_shape: tuple[int, int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How ``trunk_outputs`` runs the frozen trunk on a uint8 batch of ``image_shape`` (3, H, W): on a CPU, through
+    onnxruntime (``_onnx_runner``), else ``model.trunk_features``. The same outputs to float rounding (3e-6 on
+    MobileNetV2 at 320 px); on 2 busy cores at 320 px, 16 instead of 38 ms per image."""
+    if device.type == "cpu":
+        run = _onnx_runner(model.trunk, normalize(torch.zeros((1, *image_shape), dtype=torch.uint8)))
+        if run is not None:
+            return lambda images_uint8: run(normalize(images_uint8))
+    return model.trunk_features
+
+
+def head_runner(model: Classifier, device: torch.device,
+                feature_shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How ``split_probabilities`` runs the rest of the network on trunk outputs of ``feature_shape`` (C, h, w): on a
+    CPU through onnxruntime (export 0.5 s, then about 1.8x faster), else ``model.from_trunk``."""
+    if device.type == "cpu":
+        run = _onnx_runner(_FromTrunk(model).eval(), torch.zeros((1, *feature_shape)))
+        if run is not None:
+            return run
+    return model.from_trunk
+
+
 @torch.no_grad()
 def trunk_outputs(model: Classifier, images_uint8: torch.Tensor, views: int, device: torch.device,
                   progress: bool = True) -> torch.Tensor:
     """The frozen trunk's outputs for the first ``views`` test-time views (``augment_view`` without jitter) of
     uint8 images (N, 3, H, W): float tensor (views, N, C, h, w) on the CPU."""
     model.eval()
+    run_trunk = trunk_runner(model, device, tuple(images_uint8.shape[1:]))
     outputs = None  # allocated at the first batch's shape, filled in place: no second copy at the end
     with tqdm(total=views * len(images_uint8), desc="trunk outputs", unit="img", leave=False,
               disable=not progress) as bar:
@@ -170,7 +236,7 @@ def trunk_outputs(model: Classifier, images_uint8: torch.Tensor, views: int, dev
                 batch = images_uint8[start:start + EVAL_BATCH]
                 if view:
                     batch = torch.stack([augment_view(img, view, jitter=None) for img in batch])
-                features = model.trunk_features(batch.to(device)).cpu()
+                features = run_trunk(batch.to(device)).cpu()
                 if outputs is None:
                     outputs = torch.empty((views, len(images_uint8), *features.shape[1:]), dtype=features.dtype)
                 outputs[view, start:start + len(batch)] = features
@@ -186,11 +252,10 @@ def split_probabilities(checkpoint: dict, trunk_outputs: torch.Tensor, device: t
     The one place that turns a checkpoint into test probabilities: a checkpoint that carries more than a
     classifier (a rule that overrides its decisions) is applied here.
     """
-    model = inference_model(checkpoint, device)
     views, n = trunk_outputs.shape[:2]
+    run_head = head_runner(inference_model(checkpoint, device), device, tuple(trunk_outputs.shape[2:]))
     flat = trunk_outputs.flatten(0, 1)  # every view of every image, so the batches can be larger
-    logits = torch.cat([model.from_trunk(flat[i:i + HEAD_BATCH].to(device)).cpu()
-                        for i in range(0, len(flat), HEAD_BATCH)])
+    logits = torch.cat([run_head(flat[i:i + HEAD_BATCH].to(device)).cpu() for i in range(0, len(flat), HEAD_BATCH)])
     total = 0
     for view_probs in torch.softmax(logits, 1).view(views, n, -1):
         total = total + view_probs

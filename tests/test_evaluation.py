@@ -18,13 +18,14 @@ from torch import nn
 import evaluate
 import train
 from inspectkit.attempts import ATTEMPTS
-from inspectkit.classifier import Classifier, build_classifier
+from inspectkit.classifier import build_classifier
 from inspectkit.cli import run
 from inspectkit.data import load_category
 from inspectkit.errors import UserError
 from inspectkit.evaluation import (
     best_attempt,
     compare,
+    head_runner,
     inference_model,
     reproduction_check,
     rescore_attempts,
@@ -32,6 +33,7 @@ from inspectkit.evaluation import (
     trained_results,
     trunk_fingerprint,
     trunk_outputs,
+    trunk_runner,
 )
 from inspectkit.synthetic import make_category
 from inspectkit.training import classifier_from_checkpoint, load_checkpoint, predict
@@ -84,14 +86,15 @@ def test_trained_results_without_attempts_says_what_to_run(tmp_path):
         trained_results(tmp_path, "3")
 
 
-def test_fast_probabilities_equal_training_predict():
-    attempt = ATTEMPTS[3]
+def _model_and_images(attempt, classes=4, n=37):
+    """A random-init classifier for ``attempt`` with the batch-norm statistics of its ``n`` random images (so that
+    it tells them apart, unlike a plain random init), those images, and its checkpoint dict."""
     torch.manual_seed(1)
-    model, _ = build_classifier("mobilenet_v2", "none", 4, train_levels=attempt.train_levels, head=attempt.head,
-                                head_hidden=attempt.head_hidden, head_dropout=attempt.head_dropout)
-    images = torch.randint(0, 256, (37, 3, 64, 64), dtype=torch.uint8)  # more than one batch of 32
+    model, _ = build_classifier("mobilenet_v2", "none", classes, train_levels=attempt.train_levels,
+                                head=attempt.head, head_hidden=attempt.head_hidden, head_dropout=attempt.head_dropout)
+    images = torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8)
     images[:, 0, :20, :30] = 255  # a bright corner, so that the views differ
-    with torch.no_grad():  # batch-norm statistics of these images: a random-init network then tells them apart
+    with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.momentum = None
@@ -99,7 +102,12 @@ def test_fast_probabilities_equal_training_predict():
         model(images)
     model.eval()
     checkpoint = {"model": model.state_dict(), "config": attempt.to_dict(), "arch": "mobilenet_v2",
-                  "class_names": ["good", "a", "b", "c"]}
+                  "class_names": ["good", *"abcdefgh"[:classes - 1]]}
+    return model, images, checkpoint
+
+
+def test_fast_probabilities_equal_training_predict():
+    model, images, checkpoint = _model_and_images(ATTEMPTS[2])  # 37 images: more than one batch of 32
     fast_model = inference_model(checkpoint, CPU)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast_model.modules())  # all folded into convolutions
     for views in (1, 8):
@@ -153,17 +161,46 @@ def test_fingerprint_separates_trunks_and_ignores_the_rest():
 
 
 def _count_trunk_inputs(monkeypatch) -> Counter:
-    """Each image each trunk sees, by (model, image bytes): ``Classifier.trunk_features`` wrapped, not replaced."""
+    """Each image each trunk sees, by (trunk, image bytes): ``evaluation.trunk_runner``'s runners wrapped, not
+    replaced."""
+    import inspectkit.evaluation
+
     seen: Counter = Counter()
-    real = Classifier.trunk_features
+    real = inspectkit.evaluation.trunk_runner
 
-    def counting(self, images_uint8):
-        for image in images_uint8:
-            seen[id(self), hashlib.sha256(image.contiguous().numpy().tobytes()).hexdigest()] += 1
-        return real(self, images_uint8)
+    runners = []
 
-    monkeypatch.setattr(Classifier, "trunk_features", counting)
+    def counting_runner(*args, **kwargs):
+        run = real(*args, **kwargs)
+        number = len(runners)  # not id(run): a freed runner's id can come back
+        runners.append(number)
+
+        def counting(images_uint8):
+            for image in images_uint8:
+                seen[number, hashlib.sha256(image.contiguous().numpy().tobytes()).hexdigest()] += 1
+            return run(images_uint8)
+
+        return counting
+
+    monkeypatch.setattr(inspectkit.evaluation, "trunk_runner", counting_runner)
     return seen
+
+
+def test_the_onnx_trunk_and_head_compute_what_pytorch_does():
+    pytest.importorskip("onnxruntime")
+    model, images, checkpoint = _model_and_images(ATTEMPTS[2], n=5)
+    fast_model = inference_model(checkpoint, CPU)
+    run_trunk = trunk_runner(fast_model, CPU, (3, 64, 64))
+    assert run_trunk != fast_model.trunk_features  # onnxruntime, not the fallback
+    features = model.trunk_features(images)
+    assert features.abs().max() > 0.1  # numbers of a useful size, not a collapsed random init
+    assert torch.allclose(run_trunk(images), features, atol=1e-4)
+    run_head = head_runner(fast_model, CPU, tuple(features.shape[1:]))
+    assert run_head != fast_model.from_trunk
+    with torch.no_grad():
+        logits = model.from_trunk(features)
+    assert not model.training and logits.std(0).max() > 1e-3  # images told apart, dropout off
+    assert torch.allclose(run_head(features), logits, atol=1e-4)
 
 
 def _checkpoints(out, attempt):
