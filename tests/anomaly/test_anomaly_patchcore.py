@@ -45,18 +45,20 @@ def test_detector_separates_and_localises_synthetic_defects(synthetic, fitted):
     assert np.allclose(scores, image_scores(patch_scores, fitted.config.score_sigma))  # from the grid, not the map
     assert image_auroc(is_defect, scores) > 0.9
     assert pixel_auroc(masks, maps) > 0.9
-    assert len(fitted.bank) == round(0.25 * 12 * 16 * 16)
+    n_fit = 12 - round(fitted.config.validation_share * 12)  # the held-out share sets the thresholds
+    assert len(fitted.bank) == round(0.25 * n_fit * 16 * 16)
 
 
 def test_save_and_load_give_identical_scores(synthetic, fitted, tmp_path):
     _, test, *_ = synthetic
-    fitted.threshold = 1.5
     path = fitted.save(tmp_path / "detectors" / "d.pt")
     loaded = PatchCore.load(path)
     before, before_maps = fitted.score(test, progress=False)
     after, after_maps = loaded.score(test, progress=False)
     assert np.array_equal(before, after) and np.array_equal(before_maps, after_maps)
-    assert loaded.threshold == 1.5 and loaded.config == fitted.config
+    assert loaded.config == fitted.config and fitted.image_threshold is not None
+    assert (loaded.image_threshold, loaded.pixel_threshold, loaded.score_center) == \
+        (fitted.image_threshold, fitted.pixel_threshold, fitted.score_center)
 
 
 def test_load_refuses_missing_and_foreign_files(tmp_path):
