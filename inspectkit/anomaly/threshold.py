@@ -16,8 +16,8 @@ import numpy as np
 Item = TypeVar("Item")
 
 # 10 % of train/good: bottle keeps 188 of 209 images for the bank and 21 for validation, screw 288 and 32. The bank
-# loses little (screw image AUROC 0.9725 with all 320, 0.9713 with 288), and 20-30 good images are enough for the
-# normal-tail estimate below; bench/anomaly_threshold.py compares shares and seeds.
+# loses little (screw image AUROC 0.9725 with all 320, 0.9713 with 288). Other shares are not yet measured:
+# bench/anomaly_threshold.py compares shares and seeds.
 DEFAULT_VALIDATION_SHARE = 0.1
 DEFAULT_FALSE_ALARM = 0.01
 
