@@ -394,6 +394,24 @@ def _other_categories(inputs: Inputs) -> list[dict]:
             and r.get("image_auroc") is not None]
 
 
+def other_category_attempts(inputs: Inputs) -> list[dict]:
+    """Q2's line for other categories: each sub-folder of the results folder (e.g. ``results/screw``) whose
+    ``attempt_1..4.json`` all exist for a category other than the report's; macro-F1 per attempt and the best."""
+    others = []
+    for folder in sorted(p for p in inputs.results_dir.iterdir() if p.is_dir()):
+        try:
+            runs = [read_json(folder / f"attempt_{n}.json") for n in ATTEMPTS]
+            category = runs[0]["category"]
+            rows = [{"number": n, "macro_f1": r["test"]["macro_f1"]} for n, r in zip(ATTEMPTS, runs, strict=True)]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a complete set of attempts (or not attempts at all): nothing to show
+        if category == inputs.category or any(r.get("category") != category for r in runs):
+            continue
+        best = best_attempt(rows, macro_f1=itemgetter("macro_f1"))
+        others.append({"category": category, "folder": folder.name, "attempts": rows, "best": best})
+    return others
+
+
 def export_context(inputs: Inputs, data: dict) -> dict:
     """Q5: instance counts per defect type, multi-instance images, box sizes and polygon fidelity, and the figure
     of exported labels (or, without it, the command that makes the export it is drawn from)."""
@@ -494,6 +512,8 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow
     complete = len(attempts) == len(ATTEMPTS)
     q2 = (read(attempts_context, ("evaluation",), attempts, found["evaluation"])
           if complete and inputs.has("evaluation") else None)
+    if q2:
+        q2["others"] = other_category_attempts(inputs)
     q3 = read(long_tail_context, ("attempt_3", "attempt_4"), q1, attempts[2], attempts[3]) if complete else None
     q4 = read(anomaly_context, ("anomaly",), inputs, found["anomaly"]) if inputs.has("anomaly") else None
     q5 = read(export_context, ("export",), inputs, found["export"]) if inputs.has("export") else None

@@ -264,3 +264,21 @@ def test_result_with_unexpected_schema_is_a_clear_error(tmp_path):
     write_json(folder / "export_bottle.json", data)
     with pytest.raises(report.UserError, match=r"export_bottle\.json .* re-run"):
         _build(folder)
+
+
+def test_other_category_attempts_get_one_line(tmp_path):
+    folder = make_results(tmp_path, seed=4)
+    rng = np.random.default_rng(9)
+    screw, partial = folder / "screw", folder / "half"
+    for n in report.ATTEMPTS:
+        write_json(screw / f"attempt_{n}.json", {**_attempt(n, rng, 0.3 + 0.15 * n), "category": "screw"})
+    for n in (1, 2):  # an incomplete set is not shown
+        write_json(partial / f"attempt_{n}.json", {**_attempt(n, rng, 0.5), "category": "grid"})
+    _build(folder)
+    html = " ".join((folder / "report.html").read_text().split())
+    runs = [report.read_json(screw / f"attempt_{n}.json") for n in report.ATTEMPTS]
+    best = max(runs, key=lambda r: r["test"]["macro_f1"]["mean"])["attempt"]
+    values = ", ".join(f"attempt {r['attempt']} {r['test']['macro_f1']['mean']:.3f} "
+                       f"± {r['test']['macro_f1']['std']:.3f}" for r in runs)
+    assert f"The same protocol on screw (screw/): {values}; best {best}." in html
+    assert "grid" not in html
