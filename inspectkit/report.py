@@ -395,20 +395,23 @@ def _other_categories(inputs: Inputs) -> list[dict]:
 
 
 def other_category_attempts(inputs: Inputs) -> list[dict]:
-    """Q2's line for other categories: each sub-folder of the results folder (e.g. ``results/screw``) whose
-    ``attempt_1..4.json`` all exist for a category other than the report's; macro-F1 per attempt and the best."""
+    """Q2's and Q3's line for other categories: each sub-folder of the results folder (e.g. ``results/screw``)
+    whose ``attempt_1..4.json`` all exist for a category other than the report's; macro-F1 per attempt, the best,
+    and attempt 4 against 3."""
     others = []
     for folder in sorted(p for p in inputs.results_dir.iterdir() if p.is_dir()):
         try:
             runs = [read_json(folder / f"attempt_{n}.json") for n in ATTEMPTS]
             category = runs[0]["category"]
-            rows = [{"number": n, "macro_f1": r["test"]["macro_f1"]} for n, r in zip(ATTEMPTS, runs, strict=True)]
+            rows = [attempt_context(n, r) for n, r in zip(ATTEMPTS, runs, strict=True)]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a complete set of attempts (or not attempts at all): nothing to show
         if category == inputs.category or any(r.get("category") != category for r in runs):
             continue
         best = best_attempt(rows, macro_f1=itemgetter("macro_f1"))
-        others.append({"category": category, "folder": folder.name, "attempts": rows, "best": best})
+        long_tail = paired_difference(rows[2], rows[3])  # Q3's step, attempt 4 against 3
+        others.append({"category": category, "folder": folder.name, "attempts": rows, "best": best,
+                       "long_tail": {"diff": long_tail, "verdict": verdict(long_tail)}})
     return others
 
 
@@ -512,9 +515,12 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", allow
     complete = len(attempts) == len(ATTEMPTS)
     q2 = (read(attempts_context, ("evaluation",), attempts, found["evaluation"])
           if complete and inputs.has("evaluation") else None)
+    others = other_category_attempts(inputs)
     if q2:
-        q2["others"] = other_category_attempts(inputs)
+        q2["others"] = others
     q3 = read(long_tail_context, ("attempt_3", "attempt_4"), q1, attempts[2], attempts[3]) if complete else None
+    if q3:
+        q3["others"] = others
     q4 = read(anomaly_context, ("anomaly",), inputs, found["anomaly"]) if inputs.has("anomaly") else None
     q5 = read(export_context, ("export",), inputs, found["export"]) if inputs.has("export") else None
 

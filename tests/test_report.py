@@ -281,4 +281,8 @@ def test_other_category_attempts_get_one_line(tmp_path):
     values = ", ".join(f"attempt {r['attempt']} {r['test']['macro_f1']['mean']:.3f} "
                        f"± {r['test']['macro_f1']['std']:.3f}" for r in runs)
     assert f"The same protocol on screw (screw/): {values}; best {best}." in html
+    step = [b - a for a, b in zip(runs[2]["test"]["macro_f1"]["values"], runs[3]["test"]["macro_f1"]["values"],
+                                  strict=True)]
+    assert f"On screw it {report.verdict({'mean': np.mean(step), 'std': np.std(step, ddof=1)})}" in html
+    assert f"({np.mean(step):+.3f} ± ".replace("-", "−") in html
     assert "grid" not in html
