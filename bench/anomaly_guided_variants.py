@@ -1,0 +1,147 @@
+"""Variants of attempt 3's defect-type step (the gate and the region model, inspectkit/gate.py), measured on the
+splits and the attempt-2 checkpoints that ``train.py --attempt all`` left in --results.
+
+Per split: a good-only detector on the split's good training images (coreset seed: the split's, as in train.py,
+or --detector-seed), its threshold
+tuned on the validation part, region descriptors of every image, then one row per variant of the region model and
+of its mix with the classifier. Each row gives the test macro-F1 over the splits and, as the criterion that uses
+no test image, the 5-fold cross-validated accuracy of the region model on the split's train+validation defect
+images. The classifier's probabilities are attempt 2's, with its 8 test-time views.
+
+Writes results/anomaly_guided_variants_<category>.json (with --detector-seed S: ..._<category>_seed<S>.json).
+
+Examples:
+    python bench/anomaly_guided_variants.py --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
+    python bench/anomaly_guided_variants.py --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth \\
+        --detector-seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-root", required=True, help="folder holding the category folders")
+    parser.add_argument("--category", default="bottle", help="category whose attempts were trained")
+    parser.add_argument("--weights", required=True, help="backbone weights file (the one train.py used)")
+    parser.add_argument("--results", default=str(ROOT / "results"),
+                        help="train.py's --out: splits_<category>.json and checkpoints/attempt_2")
+    parser.add_argument("--detector-seed", type=int, default=None,
+                        help="coreset seed of every split's detector (default: each split's seed, as train.py)")
+    parser.add_argument("--out", default=str(ROOT / "results"), help="folder for the JSON")
+    return parser
+
+
+def _variants():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    def logistic(c):
+        return lambda: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=0))
+
+    svc = lambda: make_pipeline(StandardScaler(), SVC(C=1.0, probability=True, random_state=0))  # noqa: E731
+    # name: (region model factory, fitted on, weight of the classifier in the mix)
+    return {"attempt 3: logistic C=0.1 on train, mean with the classifier": (logistic(0.1), "train", 0.5),
+            "classifier alone (gate + attempt 2)": (logistic(0.1), "train", 1.0),
+            "region model alone": (logistic(0.1), "train", 0.0),
+            "region model fitted on train + validation defects, mean": (logistic(0.1), "train+val", 0.5),
+            "logistic C=0.03, mean": (logistic(0.03), "train", 0.5),
+            "logistic C=1, mean": (logistic(1.0), "train", 0.5),
+            "RBF SVM, mean": (svc, "train", 0.5),
+            "RBF SVM alone": (svc, "train", 0.0)}
+
+
+def main(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from tqdm import tqdm
+
+    from inspectkit.anomaly import PatchCore, PatchCoreConfig
+    from inspectkit.cache import DecodeCache
+    from inspectkit.data import load_category
+    from inspectkit.evaluation import inference_model, split_probabilities, trunk_outputs
+    from inspectkit.gate import region_descriptors, tune_threshold
+    from inspectkit.results import provenance, read_json, write_json
+    from inspectkit.training import checkpoint_path, load_checkpoint, load_images
+
+    device = torch.device("cpu")
+    results = Path(args.results)
+    manifest = read_json(results / f"splits_{args.category}.json")
+    category = load_category(args.data_root, args.category, progress=False)
+    files = [img["file"] for img in manifest["images"]]
+    labels = np.array([img["label"] for img in manifest["images"]])
+    position = {f: i for i, f in enumerate(files)}
+    defects = sorted(set(labels) - {"good"})
+    images = load_images(category, files, 320, DecodeCache(), progress=True)
+    def build(seed: int) -> PatchCore:
+        return PatchCore.build(PatchCoreConfig(image_size=320, seed=seed, validation_share=0.0), args.weights, device)
+
+    detector = build(0 if args.detector_seed is None else args.detector_seed)
+    batch = detector.config.batch_size
+    features = torch.cat([detector.extract(images[i:i + batch]) for i in tqdm(range(0, len(images), batch),
+                                                                            desc="detector features")])
+    splits = []
+    for k, split in enumerate(tqdm(manifest["splits"], desc="splits")):
+        idx = {p: np.array([position[f] for f in split[p]]) for p in ("train", "val", "test")}
+        good = idx["train"][labels[idx["train"]] == "good"]
+        if args.detector_seed is None:
+            detector = build(split["seed"])
+        detector.begin_fit(len(good), (320, 320))
+        for i in range(0, len(good), batch):
+            detector.add_good(features[good[i:i + batch]])
+        detector.finish_fit()
+        patch = torch.cat([detector.patch_scores(features[i:i + batch]) for i in range(0, len(features), batch)])
+        checkpoint = load_checkpoint(checkpoint_path(results, 2, k))
+        test = idx["test"]
+        views = trunk_outputs(inference_model(checkpoint, device), images[test], checkpoint["config"]
+                              ["test_time_views"], device, progress=False)
+        probs = split_probabilities(checkpoint, views, device).numpy()
+        columns = [checkpoint["class_names"].index(d) for d in defects]
+        splits.append({"idx": idx, "scores": detector.image_scores(patch),
+                       "descriptors": region_descriptors(features, patch),
+                       "classifier": probs[:, columns] / probs[:, columns].sum(1, keepdims=True)})
+
+    rows = []
+    for name, (make, fitted_on, mix) in _variants().items():
+        f1s, cv = [], []
+        for s in splits:
+            idx, x = s["idx"], s["descriptors"]
+            threshold = tune_threshold(s["scores"][idx["val"]], labels[idx["val"]] != "good")["threshold"]
+            both = np.r_[idx["train"], idx["val"]]
+            both = both[labels[both] != "good"]
+            folds = StratifiedKFold(5, shuffle=True, random_state=0)
+            cv.append(float((cross_val_predict(make(), x[both], labels[both], cv=folds) == labels[both]).mean()))
+            fit = idx["train"][labels[idx["train"]] != "good"] if fitted_on == "train" else both
+            region = make().fit(x[fit], labels[fit]).predict_proba(x[idx["test"]])
+            mixed = mix * s["classifier"] + (1 - mix) * region
+            pred = np.where(s["scores"][idx["test"]] >= threshold, np.array(defects)[mixed.argmax(1)], "good")
+            f1s.append(float(f1_score(labels[idx["test"]], pred, average="macro")))
+        rows.append({"variant": name, "test_macro_f1_mean": float(np.mean(f1s)), "test_macro_f1": f1s,
+                     "cv_accuracy_train_val_defects": float(np.mean(cv))})
+        print(f"{name:62s} test macro-F1 {np.mean(f1s):.3f}  cv {np.mean(cv):.3f}")
+    seed = "each split's seed" if args.detector_seed is None else args.detector_seed
+    result = {"category": args.category, "detector_seed": seed, "variants": rows,
+              "note": "the test parts of the splits are shown for the record; choose by the cv column, which uses "
+                      "no test image",
+              "provenance": provenance(seed=args.detector_seed, weights=detector.weights,
+                                       data_root=str(args.data_root))}
+    suffix = "" if args.detector_seed is None else f"_seed{args.detector_seed}"
+    path = write_json(Path(args.out) / f"anomaly_guided_variants_{args.category}{suffix}.json", result)
+    print(f"-> {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
