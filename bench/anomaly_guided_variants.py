@@ -41,6 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _variants():
+    import warnings
+
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -49,6 +51,8 @@ def _variants():
     def logistic(c):
         return lambda: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=0))
 
+    # scikit-learn 1.9 deprecates SVC(probability=True); it still gives Platt-scaled probabilities, as needed here
+    warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
     svc = lambda: make_pipeline(StandardScaler(), SVC(C=1.0, probability=True, random_state=0))  # noqa: E731
     # name: (region model factory, fitted on, weight of the classifier in the mix)
     return {"attempt 3: logistic C=0.1 on train, mean with the classifier": (logistic(0.1), "train", 0.5),
