@@ -40,8 +40,8 @@ class _RangeServer:
                 body = outer.payload[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                outer.served += len(body)  # before writing: the client may finish reading before this thread resumes
                 self.wfile.write(body)
-                outer.served += len(body)
 
             def log_message(self, *args):
                 pass
