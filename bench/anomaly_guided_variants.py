@@ -88,9 +88,10 @@ def main(args: argparse.Namespace) -> dict:
     labels = np.array([img["label"] for img in manifest["images"]])
     position = {f: i for i, f in enumerate(files)}
     defects = sorted(set(labels) - {"good"})
-    images = load_images(category, files, 320, DecodeCache(), progress=True)
+    size = load_checkpoint(checkpoint_path(results, 2, 0))["config"]["image_size"]  # the attempts' input size
+    images = load_images(category, files, size, DecodeCache(), progress=True)
     def build(seed: int) -> PatchCore:
-        return PatchCore.build(PatchCoreConfig(image_size=320, seed=seed, validation_share=0.0), args.weights, device)
+        return PatchCore.build(PatchCoreConfig(image_size=size, seed=seed, validation_share=0.0), args.weights, device)
 
     detector = build(0 if args.detector_seed is None else args.detector_seed)
     batch = detector.config.batch_size
@@ -102,7 +103,7 @@ def main(args: argparse.Namespace) -> dict:
         good = idx["train"][labels[idx["train"]] == "good"]
         if args.detector_seed is None:
             detector = build(split["seed"])
-        detector.begin_fit(len(good), (320, 320))
+        detector.begin_fit(len(good), (size, size))
         for i in range(0, len(good), batch):
             detector.add_good(features[good[i:i + batch]])
         detector.finish_fit()

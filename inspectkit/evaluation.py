@@ -26,10 +26,10 @@ from .anomaly import PatchCore
 from .attempts import select_attempts
 from .cache import DecodeCache
 from .classifier import Classifier, fold_batch_norms
-from .data import GOOD, Category
+from .data import Category
 from .errors import UserError
 from .figures.training import confusion_matrix_figure, learning_curves_figure, misclassified_gallery
-from .gate import apply_gate, combine_defect_probabilities, region_probabilities, score_with_regions
+from .gate import gated_probabilities, score_with_regions
 from .imageio import read_image_folder
 from .metrics import SUMMARY_METRICS, classification_metrics, paired_differences, summarize_splits
 from .models import normalize
@@ -391,18 +391,14 @@ def rescore_attempts(results: list[dict], category: Category, out: Path, device:
 def _apply_saved_gate(item: _Scored, probs: torch.Tensor, images: torch.Tensor, out: Path, class_names: list[str],
                       memo: dict, device: torch.device) -> torch.Tensor:
     """An anomaly-guided checkpoint: its split's saved detector scores the test images again, and the saved
-    threshold decides good vs defect (gate.apply_gate), exactly as train.py did."""
+    threshold decides good vs defect (gate.gated_probabilities), exactly as train.py did."""
     gate = item.checkpoint["gate"]
     path = checkpoint_path(out, item.attempt, item.split).parent / gate["detector"]
     key = (sha256_file(path) if path.is_file() else str(path), tuple(item.files))
     if key not in memo:
         memo[key] = score_with_regions(PatchCore.load(path, device), images)  # a missing file: UserError naming it
     scores, regions = memo[key]
-    good = class_names.index(GOOD)
-    if "region_model" in gate:
-        probs = combine_defect_probabilities(probs, region_probabilities(gate["region_model"], regions, class_names),
-                                             good)
-    return apply_gate(probs, scores, gate["threshold"], good)
+    return gated_probabilities(probs, scores, gate, regions, class_names)
 
 
 def rescore_attempt(result: dict, category: Category, out: Path, device: torch.device,
@@ -485,10 +481,7 @@ def predict_folder(out: Path, attempt: int, split: int, folder: str | Path, devi
         gate = checkpoint["gate"]
         scores, regions = score_with_regions(PatchCore.load(path.parent / gate["detector"], device),
                                              torch.stack(tensors))
-        if "region_model" in gate:
-            probs = combine_defect_probabilities(probs, region_probabilities(gate["region_model"], regions, names),
-                                                 names.index(GOOD))
-        probs = apply_gate(probs, scores, gate["threshold"], names.index(GOOD))
+        probs = gated_probabilities(probs, scores, gate, regions, names)
     rows = [{"file": str(f), "class": names[int(p.argmax())], "probability": round(float(p.max()), 4)}
             for f, p in zip(files, probs, strict=True)]
     return rows, skipped

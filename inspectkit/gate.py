@@ -16,6 +16,7 @@ import torch
 
 from .anomaly import PatchCore, PatchCoreConfig
 from .anomaly.features import DEFAULT_LAYERS
+from .data import GOOD
 from .errors import UserError
 
 
@@ -82,6 +83,16 @@ def combine_defect_probabilities(classifier: torch.Tensor, region: torch.Tensor 
     return mixed
 
 
+def gated_probabilities(probs: torch.Tensor, scores: np.ndarray, gate: dict, regions: np.ndarray,
+                        class_names: list[str]) -> torch.Tensor:
+    """The anomaly-guided prediction, as train.py makes it and evaluate.py re-makes it from a checkpoint's
+    ``gate`` record (``threshold``, and ``region_model`` when the attempt has one): the defect type from the
+    classifier's ``probs`` (mixed with the region model's on ``regions``), good vs defect from ``scores``."""
+    good = class_names.index(GOOD)
+    region = region_probabilities(gate["region_model"], regions, class_names) if "region_model" in gate else None
+    return apply_gate(combine_defect_probabilities(probs, region, good), scores, gate["threshold"], good)
+
+
 def score_with_regions(detector: PatchCore, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Image scores and region descriptors of ``images`` with one feature pass of the detector."""
     scores, descriptors = [], []
@@ -130,10 +141,10 @@ def fit_region_model(descriptors: np.ndarray, labels: list[str], seed: int) -> d
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    if len(set(labels)) < 2:
+        raise UserError("the anomaly-guided attempt needs at least two defect types in each split's training part")
     scaler = StandardScaler().fit(descriptors)
     model = LogisticRegression(C=0.1, max_iter=5000, random_state=seed).fit(scaler.transform(descriptors), labels)
-    if len(model.classes_) < 2:
-        raise UserError("the anomaly-guided attempt needs at least two defect types in each split's training part")
     return {"mean": torch.from_numpy(scaler.mean_), "scale": torch.from_numpy(scaler.scale_),
             "coef": torch.from_numpy(model.coef_), "intercept": torch.from_numpy(model.intercept_),
             "classes": [str(c) for c in model.classes_]}

@@ -23,16 +23,7 @@ from .cache import DecodeCache
 from .classifier import Classifier, build_classifier, inference_trunk
 from .data import GOOD, Category
 from .errors import UserError
-from .gate import (
-    apply_gate,
-    combine_defect_probabilities,
-    detector_path,
-    fit_gate,
-    fit_region_model,
-    region_probabilities,
-    score_with_regions,
-    tune_threshold,
-)
+from .gate import detector_path, fit_gate, fit_region_model, gated_probabilities, score_with_regions, tune_threshold
 from .metrics import SUMMARY_METRICS, classification_metrics, summarize_splits
 from .models import normalize
 from .results import NUMBER, Fields, atomic_write, read_result, schema_problem
@@ -389,10 +380,9 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
             start = time.perf_counter()
             gate = _gate_split(attempt, images, labels_all, idx, class_names, arch, weights, split["seed"], device,
                                checkpoint_path(out, attempt.number, k), banks)
-            region = gate.pop("region")
-            probs = combine_defect_probabilities(probs, region and region["test_probabilities"],
-                                                 class_names.index(GOOD))
-            probs = apply_gate(probs, np.asarray(gate["test_scores"]), gate["threshold"], class_names.index(GOOD))
+            saved_gate = gate.pop("saved")
+            probs = gated_probabilities(probs, np.asarray(gate["test_scores"]), saved_gate, gate.pop("test_regions"),
+                                        list(class_names))
             timer.add("gate", start)
         start = time.perf_counter()
         test_pred = probs.argmax(1)
@@ -403,8 +393,7 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
             "epoch": stopper.best_epoch, "config": attempt.to_dict(), "arch": arch, "class_names": class_names,
             "category": category.name, "split": {"index": k, "seed": split["seed"], "test": split["test"]},
             "test_metrics": {m: test[m] for m in ("accuracy", "balanced_accuracy", "macro_f1")},
-            **({"gate": {"threshold": gate["threshold"], "detector": gate["detector"],
-                         **({"region_model": region["model"]} if region else {})}} if gate else {})})
+            **({"gate": saved_gate} if gate else {})})
         splits.append({"seed": split["seed"], "n_train": len(idx["train"]), "n_val": len(idx["val"]),
                        "n_test": len(idx["test"]), "epochs_run": len(curves["train_loss"]),
                        "best_epoch": stopper.best_epoch, "curves": curves, "test_metrics": test,
@@ -465,11 +454,9 @@ def _gate_split(attempt: Attempt, images: torch.Tensor, labels: torch.Tensor, id
                        if 0 < is_defect.sum() < len(is_defect) else None})
     detector, region_model, test_regions, record = banks[key]
     path = detector.save(detector_path(checkpoint_file))
-    region = None
-    if attempt.region_model:
-        region = {"model": region_model, "test_probabilities": region_probabilities(region_model, test_regions,
-                                                                                     list(class_names))}
-    return {**record, "detector": path.name, "region": region}
+    saved = {"threshold": record["threshold"], "detector": path.name,
+             **({"region_model": region_model} if attempt.region_model else {})}  # the checkpoint's gate record
+    return {**record, "detector": path.name, "saved": saved, "test_regions": test_regions}
 
 
 def _prediction_rows(files: Sequence[str], y_true: torch.Tensor, probs: torch.Tensor,
