@@ -75,8 +75,8 @@ ATTEMPTS[3] = replace(
     ATTEMPTS[2], number=3, name="Anomaly-guided",
     what_changed="on top of 2: the good-only anomaly detector (PatchCore, fitted on each split's good training "
                  "images) decides good vs defect at a threshold tuned on the validation part; the defect type is "
-                 "the mean of the classifier's and a logistic regression's on the detector's features of the most "
-                 "anomalous region and its size",
+                 "the mean of the classifier's and a logistic regression's (fitted on the training and validation "
+                 "defects) on the detector's features of the most anomalous region and its size",
     anomaly_gate=True, region_model=True)
 ATTEMPTS[4] = replace(
     ATTEMPTS[3], number=4, name="Logit-adjusted loss",

@@ -4,7 +4,8 @@ lets it decide good vs defect while the classifier names the defect type.
 
 A classifier that has seen a dozen images of each defect type guesses "good vs defect"; the detector measures it
 against hundreds of good images. No test image is used for any choice: the detector never sees validation or test
-images while fitting, and the threshold comes from the validation part alone.
+images while fitting, the threshold comes from the validation part alone, and the region model that names the
+defect type learns from the training and validation parts' defective images.
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ def region_descriptors(features: torch.Tensor, patch_scores: torch.Tensor, top_s
 
 def fit_region_model(descriptors: np.ndarray, labels: list[str], seed: int) -> dict:
     """A standardised multinomial logistic regression (scikit-learn, C = 0.1) from region descriptors to the
-    defect type, fitted on the split's defective training images; returned as plain tensors, so a checkpoint
-    holds it and loads with ``weights_only=True``."""
+    defect type, fitted on the split's defective training and validation images; returned as plain tensors, so a
+    checkpoint holds it and loads with ``weights_only=True``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 

@@ -39,6 +39,19 @@ def trained(synthetic_root, tmp_path_factory):
     return out
 
 
+def test_the_gate_learns_from_no_test_image(trained):
+    """Attempt 3's detector sees the training part's good images only; its region model the training and
+    validation parts' defects; counted against the split manifest."""
+    manifest = json.loads((trained / "splits_demo.json").read_text())
+    label = {img["file"]: img["label"] for img in manifest["images"]}
+    data = json.loads((trained / "attempt_3.json").read_text())
+    for split, result in zip(manifest["splits"], data["splits"], strict=True):
+        gate = result["gate"]
+        assert gate["n_train_good"] == sum(label[f] == "good" for f in split["train"])
+        assert gate["n_region_model_defects"] == sum(label[f] != "good" for f in split["train"] + split["val"])
+        assert len(gate["test_scores"]) == len(split["test"])
+
+
 def test_every_attempt_writes_the_full_json(trained):
     manifest = json.loads((trained / "splits_demo.json").read_text())
     assert set(manifest) == {"category", "class_names", "fractions", "adjustments", "images", "splits", "provenance"}
