@@ -286,3 +286,22 @@ def test_other_category_attempts_get_one_line(tmp_path):
     assert f"On screw it {report.verdict({'mean': np.mean(step), 'std': np.std(step, ddof=1)})}" in html
     assert f"({np.mean(step):+.3f} ± ".replace("-", "−") in html
     assert "grid" not in html
+
+
+def test_q3_says_whether_the_rarest_class_recall_moved(tmp_path):
+    folder = make_results(tmp_path, seed=5)
+    stats = report.read_json(folder / "stats_bottle.json")
+    rarest = min(stats["defect_classes"], key=lambda c: stats["counts"]["test"][c])
+    before = report.read_json(folder / "attempt_3.json")["test"]["per_class_recall"][rarest]["mean"]
+    after = report.read_json(folder / "attempt_4.json")["test"]["per_class_recall"][rarest]["mean"]
+    assert f"{before:.2f}" != f"{after:.2f}"  # the factory's random predictions differ
+    _build(folder)
+    html = " ".join((folder / "report.html").read_text().split())
+    assert f"the rarest, {rarest}, went from {before:.2f} to {after:.2f}." in html
+    data = report.read_json(folder / "attempt_4.json")
+    data["test"]["per_class_recall"][rarest] = report.read_json(folder / "attempt_3.json")["test"][
+        "per_class_recall"][rarest]
+    write_json(folder / "attempt_4.json", data)
+    _build(folder)
+    html = " ".join((folder / "report.html").read_text().split())
+    assert f"the rarest, {rarest}, stayed at {before:.2f}." in html
