@@ -145,7 +145,8 @@ def evaluate(model: Classifier, criterion: nn.Module, features: torch.Tensor, la
 
 @torch.no_grad()
 def predict(model: Classifier, images_uint8: torch.Tensor, device: torch.device, views: int = 1) -> torch.Tensor:
-    """Class probabilities (N, classes) for uint8 images, through the whole model; the path evaluate.py uses.
+    """Class probabilities (N, classes) for uint8 images, through the whole model: the plain reference that the
+    fast path of train.py and evaluate.py (``evaluation.split_probabilities``) is tested against.
 
     ``views`` > 1 averages the probabilities over the first ``views`` flips/rotations (test-time augmentation).
     """
@@ -372,7 +373,8 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
             model.load_state_dict(stopper.best_state)
 
             start = time.perf_counter()
-            probs = predict(model, images[idx["test"]], device, attempt.test_time_views)
+            probs = _test_probabilities(model, attempt, arch, class_names, images, idx["test"], manifest, position,
+                                        bank_key, banks, device, progress)
             timer.add("test", start)
             banks[trained_key] = (model, optimizer, scheduler, stopper, curves, probs)
         gate = None
@@ -416,6 +418,27 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
             "config": config, "splits": splits, "test": summarize_splits([s["test_metrics"] for s in splits],
                                                                           class_names),
             "timing": timing}
+
+
+def _test_probabilities(model: Classifier, attempt: Attempt, arch: str, class_names: Sequence[str],
+                        images: torch.Tensor, test: torch.Tensor, manifest: dict, position: dict[str, int],
+                        bank_key: tuple, banks: dict, device: torch.device, progress: bool) -> torch.Tensor:
+    """A split's test probabilities, computed as evaluate.py re-computes them from the checkpoint (batch norms
+    folded, ONNX Runtime on a CPU; equal to ``predict`` to float rounding). The frozen trunk's outputs for the
+    test-time views of every image in any split's test part are computed once per run and shared by the splits
+    and by the attempts with the same trunk: on bottle about 3x less time than ``predict`` on each split."""
+    from .evaluation import inference_model, split_probabilities, trunk_outputs  # evaluation imports this module
+
+    checkpoint = {"model": model.state_dict(), "arch": arch, "class_names": list(class_names),
+                  "config": attempt.to_dict()}
+    key = ("test views", bank_key, attempt.test_time_views)
+    if key not in banks:
+        tested = sorted({position[f] for split in manifest["splits"] for f in split["test"]})
+        outputs = trunk_outputs(inference_model(checkpoint, device), images[tested], attempt.test_time_views,
+                                device, progress)
+        banks[key] = (outputs, {i: row for row, i in enumerate(tested)})
+    outputs, row = banks[key]
+    return split_probabilities(checkpoint, outputs[:, [row[int(i)] for i in test]], device)
 
 
 def _classifier_recipe(attempt: Attempt) -> tuple:
