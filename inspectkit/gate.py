@@ -143,7 +143,8 @@ def fit_region_model(descriptors: np.ndarray, labels: list[str], seed: int) -> d
     from sklearn.preprocessing import StandardScaler
 
     if len(set(labels)) < 2:
-        raise UserError("the anomaly-guided attempt needs at least two defect types in each split's training part")
+        raise UserError("the anomaly-guided attempt needs at least two defect types among each split's training "
+                        "and validation defects")
     scaler = StandardScaler().fit(descriptors)
     model = LogisticRegression(C=0.1, max_iter=5000, random_state=seed).fit(scaler.transform(descriptors), labels)
     return {"mean": torch.from_numpy(scaler.mean_), "scale": torch.from_numpy(scaler.scale_),
