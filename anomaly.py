@@ -30,6 +30,8 @@ from inspectkit.anomaly.features import DEFAULT_LAYERS, default_layers
 from inspectkit.anomaly.gallery import find_chromium, screenshot
 from inspectkit.anomaly.geometry import input_shape
 from inspectkit.anomaly.pipeline import run_detection
+from inspectkit.anomaly.position import MODES as POSITION_MODES
+from inspectkit.anomaly.position import border_warning
 from inspectkit.anomaly.predict import as_records, find_images, predict_folder, predictions_csv
 from inspectkit.cli import (
     add_data_args,
@@ -74,6 +76,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--score-sigma", type=float, default=PatchCoreConfig.score_sigma,
                        help="Gaussian smoothing of the patch-score grid, in cells, before its maximum becomes the "
                             "image score")
+    group.add_argument("--position-norm", default=PatchCoreConfig.position_norm, choices=list(POSITION_MODES),
+                       help="cell: score each patch against how the held-out good images score at that position "
+                            "(edges that vary from image to image stop deciding the image score); none: plain "
+                            "nearest-neighbour distance, the scoring before")
+    group.add_argument("--scale-power", type=float, default=PatchCoreConfig.scale_power,
+                       help="with --position-norm cell: how far each position's own spread divides its score, "
+                            "0 (none: location only) to 1 (full standardisation)")
     group.add_argument("--sigma", type=float, default=PatchCoreConfig.sigma,
                        help="Gaussian smoothing of the anomaly map, in pixels")
     group.add_argument("--batch-size", type=int, default=PatchCoreConfig.batch_size, help="images per forward pass")
@@ -156,11 +165,15 @@ def check_args(args: argparse.Namespace) -> PatchCoreConfig:
             raise UserError(f"{flag} must be in (0, 1), e.g. 0.01 for 1 %; got {value}")
     if args.sigma < 0 or args.score_sigma < 0:
         raise UserError("--sigma and --score-sigma must be >= 0")
+    if not 0 <= args.scale_power <= 1:
+        raise UserError(f"--scale-power must be in [0, 1] (0: location only, 1: full standardisation); got "
+                        f"{args.scale_power}")
     layers = tuple(name.strip() for name in args.layers.split(",") if name.strip()) if args.layers else ()
     return PatchCoreConfig(arch=args.arch, layers=layers, pad=args.pad, image_size=args.image_size,
                            coreset_ratio=args.coreset_ratio, max_bank=args.max_bank, sampler=args.sampler,
                            sigma=args.sigma, score_sigma=args.score_sigma, batch_size=args.batch_size, seed=args.seed,
-                           validation_share=args.validation_share, false_alarm=args.false_alarm)
+                           validation_share=args.validation_share, false_alarm=args.false_alarm,
+                           position_norm=args.position_norm, scale_power=args.scale_power)
 
 
 def write_record(out: Path, record: dict, weights: dict, category: Category) -> Path:
@@ -252,6 +265,9 @@ def print_summary(path: Path, result: dict) -> None:
         print(f"baseline (Gaussian): image AUROC {b['image_auroc']:.4f}, pixel AUROC {bp}")
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total_s")
     print(f"total {t['total_s']:.1f}s ({phases}); peak memory {result['peak_rss_mb']:.0f} MB; wrote {path}")
+    warning = border_warning(result.get("position"))
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ DEMO_CATEGORY = "demo"
 _DONE_MARKER = ".complete.json"
 
 
-KINDS = ("object", "texture", "border")
+KINDS = ("object", "texture", "border", "crops")
 FRAME_WIDTH = 1 / 40  # of the shorter side, for kind="border"
 
 
@@ -43,6 +43,8 @@ def _good_image(rng: np.random.Generator, height: int, width: int | None = None,
     width = height if width is None else width
     size = min(height, width)
     yy, xx = _grid(height, width)
+    if kind == "crops":
+        return _crop_image(rng, height, width)
     if kind == "texture":
         phase = rng.uniform(0, 2 * np.pi, 2)
         weave = np.sin(xx / size * 40 + phase[0]) * np.sin(yy / size * 40 + phase[1])
@@ -67,6 +69,32 @@ def _good_image(rng: np.random.Generator, height: int, width: int | None = None,
             image[side] = value
             image[:, side] = value
     return np.clip(image, 0, 1), body
+
+
+CROP_EDGE_DEPTH = (0.04, 0.2)  # how far the dark region reaches in, as a share of the side it enters from
+
+
+def _crop_image(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A woven texture whose frame is cut by a dark region, beyond a tilted edge, on one or two random sides; the
+    defect region is the middle, away from wherever the edge may go."""
+    size = min(height, width)
+    yy, xx = _grid(height, width)
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    weave = np.sin(xx / size * 40 + phase[0]) * np.sin(yy / size * 40 + phase[1])
+    image = np.array([0.55, 0.5, 0.45]) + 0.08 * weave[..., None] + rng.normal(0, 0.02, (height, width, 3))
+    dark = np.zeros((height, width), bool)
+    for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
+        extent = height if side in (0, 1) else width  # top/bottom edges cut rows, left/right columns
+        depth = rng.uniform(*CROP_EDGE_DEPTH) * extent
+        tilt = rng.uniform(-0.15, 0.15) * extent  # the edge runs at a slant across the frame
+        along = (xx / width if side in (0, 1) else yy / height) - 0.5
+        inward = {0: yy, 1: height - 1 - yy, 2: xx, 3: width - 1 - xx}[int(side)]
+        dark |= inward < depth + tilt * along
+    image[dark] = 0.08 + rng.normal(0, 0.01, (int(dark.sum()), 3))
+    margin_y, margin_x = int(height * 0.3), int(width * 0.3)
+    body = np.zeros((height, width), bool)
+    body[margin_y:height - margin_y, margin_x:width - margin_x] = True
+    return np.clip(image, 0, 1), body & ~dark
 
 
 def _inside_point(rng: np.random.Generator, body: np.ndarray, margin: float) -> tuple[float, float]:
@@ -145,9 +173,12 @@ def make_category(root: str | os.PathLike, name: str = DEMO_CATEGORY, *, image_s
                   n_train: int = 40, n_test_good: int = 10, n_per_defect: int = 10,
                   defects: tuple[str, ...] = DEFECT_TYPES, seed: int = 0, kind: str = "object",
                   width: int | None = None, height: int | None = None,
-                  sizes: list[tuple[int, int]] | None = None, grey: bool = False) -> Path:
+                  sizes: list[tuple[int, int]] | None = None, grey: bool = False,
+                  defect_strength: float = 1.0) -> Path:
     """Write a synthetic category to ``root/name`` in MVTec layout and return its folder.
 
+    ``defect_strength`` below 1 blends each defect with the image under it (0.3: a faint defect, 30 % of the
+    change); the mask stays the whole defect.
     Images are ``image_size`` squares, or ``width`` x ``height``, or cycle through ``sizes`` ((width, height)
     pairs: a category of mixed sizes). The same arguments always give byte-identical files.
     """
@@ -175,7 +206,9 @@ def make_category(root: str | os.PathLike, name: str = DEMO_CATEGORY, *, image_s
     for defect in defects:
         for i in range(n_per_defect):
             image, body = good()
+            clean = image.copy()
             mask = _DRAW[defect](rng, image, body)
+            image = clean + defect_strength * (image - clean)
             _save(image, folder / "test" / defect / f"{i:03d}.png", mode)
             _save(mask, folder / "ground_truth" / defect / f"{i:03d}_mask.png", mode="L")
     return folder

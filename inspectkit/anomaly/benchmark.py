@@ -16,6 +16,7 @@ from ..errors import UserError
 from .geometry import input_shape
 from .patchcore import PatchCoreConfig
 from .pipeline import run_detection
+from .position import border_warning
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
 
@@ -51,6 +52,9 @@ def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: 
         path = write_record(category, record, weights_info)
         rows.append(summary_row(record, path))
         print_row(rows[-1])
+        warning = border_warning(record.get("position"))
+        if warning:
+            print(f"{name}: {warning}")
         gc.collect()  # the next category's peak memory should not include this one's leftovers
     return {"categories": rows, "mean": mean_row(rows), "config": config.as_dict(), "weights": weights,
             "weights_info": weights_info}

@@ -1,14 +1,12 @@
-"""Anomaly metrics: image and pixel AUROC (scikit-learn), PRO up to an FPR limit (MVTec AD), the F1-optimal
-threshold, and image AUROC per defect type.
+"""Anomaly metrics: image AUROC (scikit-learn), pixel AUROC and PRO up to an FPR limit (MVTec AD) from streamed
+histograms in bounded memory, the F1-optimal threshold, and image AUROC per defect type.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 PRO_FPR_LIMIT = 0.3
 
@@ -19,12 +17,9 @@ def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
-    """ROC AUC over every pixel of every image (masks bool (N, H, W), maps float of the same shape).
-
-    The area under scikit-learn's ``roc_curve``: the same number as ``roc_auc_score``, which spends a third more
-    time on input checks that 10^7 pixels make slow (a ``np.unique`` of the labels)."""
-    fpr, tpr, _ = roc_curve(np.asarray(masks, dtype=bool).ravel(), np.asarray(maps, dtype=np.float32).ravel())
-    return float(auc(fpr, tpr))
+    """ROC AUC over every pixel of every image (masks bool (N, H, W), maps float of the same shape), over binned
+    thresholds in bounded memory (``PixelCurves``); within 0.001 of scikit-learn's exact value."""
+    return PixelCurves.measure(masks, maps).auroc()
 
 
 def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -47,52 +42,85 @@ def per_defect_image_auroc(classes: list[str], scores: np.ndarray, good: str = "
 
 
 def pro_score(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LIMIT) -> float:
-    """Normalised area under the per-region-overlap curve for FPR in [0, fpr_limit] (Bergmann et al., MVTec AD).
+    """Normalised area under the per-region-overlap curve for FPR in [0, ``fpr_limit``] (Bergmann et al., MVTec
+    AD), over binned thresholds in bounded memory (``PixelCurves``)."""
+    return PixelCurves.measure(masks, maps).pro(fpr_limit)
 
-    Each connected defect region (8-connectivity) counts equally: at a threshold, its overlap is the share of its
-    pixels at or above it; the PRO is the mean overlap over all regions. The false-positive rate is over all
-    defect-free pixels of all images. The curve is evaluated at every distinct score (exact, no threshold grid),
-    integrated with the trapezoid rule up to ``fpr_limit`` (interpolated there) and divided by ``fpr_limit``.
+
+PIXEL_BINS = 1 << 15  # thresholds of the pixel curves: quantiles of the scores, so each bin holds a similar share
+
+
+class PixelCurves:
+    """Pixel AUROC and PRO from histograms: one pass over the images, memory independent of their number.
+
+    The thresholds are ``PIXEL_BINS`` quantiles of a strided sample of all map values (every distinct value when
+    there are fewer), so each bin holds about the same share of pixels. Per bin it counts the defect-free pixels
+    and the defect pixels, and sums each defect pixel's weight ``1 / size of its region`` (8-connected, PRO's
+    regions). Pixels in one bin are tied; with 2^15 quantile bins the curves' areas agree with the exact ones
+    within 1e-4 on the shared categories (the tests hold them to scikit-learn's and to the threshold-by-threshold
+    definition).
     """
-    masks = np.asarray(masks, dtype=bool)
-    maps = np.asarray(maps)  # keep float32 maps as they are: sorting them is half the work
-    regions = np.zeros(masks.shape, dtype=np.int32)  # int32 and few temporaries: maps reach 10^7-10^8 pixels
-    n_regions = 0
-    for i, mask in enumerate(masks):
-        labelled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
-        regions[i] = np.where(labelled > 0, labelled + n_regions, 0)
-        n_regions += count
-    if n_regions == 0:
-        raise ValueError("PRO needs at least one defect region")
-    flat_regions, flat_maps = regions.ravel(), maps.ravel()
-    sizes = np.bincount(flat_regions, minlength=n_regions + 1)
-    n_negative = int(sizes[0])
-    # The curve is needed only down to the threshold where the FPR passes the limit: keep the pixels at or above
-    # the score of the first defect-free pixel beyond it (exact, and a fraction of the sort)
-    beyond = min(n_negative, int(np.ceil(fpr_limit * n_negative)) + 1)
-    negative_scores = flat_maps[flat_regions == 0]
-    cut = np.partition(negative_scores, n_negative - beyond)[n_negative - beyond]
-    del negative_scores
-    kept = np.flatnonzero(flat_maps >= cut)
-    order = kept[np.argsort(-flat_maps[kept])]  # ties need no order: they are merged below
-    del kept
-    region = flat_regions[order]
-    scores = flat_maps[order]
-    del order, regions
-    # each pixel's contribution to the curve once the threshold drops to its score
-    fpr = np.cumsum(region == 0) / n_negative
-    pro = np.cumsum(np.where(region > 0, 1.0 / (n_regions * sizes[region].clip(min=1)), 0.0))
-    del region
-    last_of_tie = np.r_[scores[1:] != scores[:-1], True]  # a threshold includes every pixel with an equal score
-    fpr = np.r_[0.0, fpr[last_of_tie]]
-    pro = np.r_[0.0, pro[last_of_tie]]
-    inside = fpr <= fpr_limit
-    x, y = fpr[inside], pro[inside]
-    if x[-1] < fpr_limit and inside.sum() < len(fpr):
-        nxt = int(np.flatnonzero(~inside)[0])
-        y_end = pro[nxt - 1] + (pro[nxt] - pro[nxt - 1]) * (fpr_limit - fpr[nxt - 1]) / (fpr[nxt] - fpr[nxt - 1])
-        x, y = np.r_[x, fpr_limit], np.r_[y, y_end]
-    return float(np.trapezoid(y, x) / fpr_limit)
+
+    def __init__(self, edges: np.ndarray) -> None:
+        self.edges = edges  # ascending lower edges; bin k holds values in [edges[k], edges[k+1])
+        n = len(edges)
+        self.negative = np.zeros(n, dtype=np.int64)
+        self.positive = np.zeros(n, dtype=np.int64)
+        self.region_weight = np.zeros(n, dtype=np.float64)  # sum over defect pixels of 1 / their region's size
+        self.regions = 0
+
+    @staticmethod
+    def thresholds(maps: np.ndarray, bins: int = PIXEL_BINS, sample: int = 1 << 21) -> np.ndarray:
+        """The bins' lower edges: quantiles of a strided sample of ``maps`` (every distinct value if fewer)."""
+        flat = np.asarray(maps).reshape(-1)
+        step = max(1, flat.size // sample)
+        values = np.unique(flat[::step].astype(np.float32))
+        if len(values) > bins:
+            values = np.unique(values[np.linspace(0, len(values) - 1, bins).round().astype(np.int64)])
+        return np.r_[np.float32(min(values[0], flat.min())), values[1:]].astype(np.float32)
+
+    def add(self, mask: np.ndarray, anomaly_map: np.ndarray) -> None:
+        """Count one image's pixels (mask bool (H, W), map float (H, W))."""
+        mask = np.asarray(mask, dtype=bool)
+        index = np.searchsorted(self.edges, np.asarray(anomaly_map, dtype=np.float32), side="right") - 1
+        n = len(self.edges)
+        self.negative += np.bincount(index[~mask], minlength=n)
+        if mask.any():
+            labelled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
+            sizes = np.bincount(labelled.ravel())
+            inside = labelled[mask]
+            self.positive += np.bincount(index[mask], minlength=n)
+            self.region_weight += np.bincount(index[mask], weights=1.0 / sizes[inside], minlength=n)
+            self.regions += count
+
+    @classmethod
+    def measure(cls, masks: np.ndarray, maps: np.ndarray) -> PixelCurves:
+        """The curves of ``maps`` (N, H, W) against ``masks``, image by image."""
+        curves = cls(cls.thresholds(maps))
+        for mask, anomaly_map in zip(masks, maps, strict=True):
+            curves.add(mask, anomaly_map)
+        return curves
+
+    def auroc(self) -> float:
+        """Area under the ROC curve; pixels in the same bin count as ties (half), as scikit-learn counts ties."""
+        n_pos, n_neg = self.positive.sum(), self.negative.sum()
+        if n_pos == 0 or n_neg == 0:
+            raise ValueError("pixel AUROC needs defect and defect-free pixels")
+        below = np.cumsum(self.negative) - self.negative  # defect-free pixels in lower bins
+        pairs = (self.positive * below).sum() + 0.5 * (self.positive * self.negative).sum()
+        return float(pairs / (n_pos * n_neg))
+
+    def pro(self, fpr_limit: float = PRO_FPR_LIMIT) -> float:
+        """Mean overlap of the defect regions against the false-positive rate, integrated (trapezoids) up to
+        ``fpr_limit``, interpolated there, and divided by it."""
+        if self.regions == 0:
+            raise ValueError("PRO needs at least one defect region")
+        # lowering the threshold bin by bin, from the top: each step adds one bin's pixels
+        fpr = np.r_[0.0, np.cumsum(self.negative[::-1]) / self.negative.sum()]
+        overlap = np.r_[0.0, np.cumsum(self.region_weight[::-1]) / self.regions]
+        y_end = np.interp(fpr_limit, fpr, overlap)  # fpr is non-decreasing: the first crossing of the limit
+        inside = fpr <= fpr_limit
+        return float(np.trapezoid(np.r_[overlap[inside], y_end], np.r_[fpr[inside], fpr_limit]) / fpr_limit)
 
 
 def anomaly_metrics(classes: list[str], scores: np.ndarray, masks: np.ndarray | None = None,
@@ -102,10 +130,8 @@ def anomaly_metrics(classes: list[str], scores: np.ndarray, masks: np.ndarray | 
     f1_max, threshold = f1_optimal_threshold(labels, scores)
     pixel_auc = pro = None
     if masks is not None and maps is not None and bool(np.asarray(masks).any()):
-        # the two pixel metrics each sort millions of scores; numpy releases the GIL, so run them side by side
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            pixel_job, pro_job = pool.submit(pixel_auroc, masks, maps), pool.submit(pro_score, masks, maps)
-            pixel_auc, pro = pixel_job.result(), pro_job.result()
+        curves = PixelCurves.measure(masks, maps)  # one pass, histograms only: memory does not grow with N
+        pixel_auc, pro = curves.auroc(), curves.pro()
     return {
         "image_auroc": image_auroc(labels, scores),
         "pixel_auroc": pixel_auc,

@@ -2,11 +2,8 @@
 bank inside; writing it atomically with its metadata, checking it against the torch detector (onnxruntime), and
 timing both.
 
-The graph computes what ``PatchCore.score`` does. Upsampling and blurring are linear, so each becomes a small
-matrix per axis, built from the reference functions themselves: torch's bilinear resize applied to an identity
-matrix, and scipy's ``gaussian_filter1d(..., truncate=4.0, mode="mirror")`` applied to one. Products with these
-matrices reproduce scipy at any size, including grids smaller than the kernel radius (where plain reflect padding
-cannot: scipy then mirrors repeatedly), so no input shape is refused.
+The graph is traced from the modules that ``PatchCore.score`` runs (the extractor and scoring.py's scorer), so the
+exported math cannot drift from the run-time math.
 """
 
 from __future__ import annotations
@@ -24,20 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 
 from ..errors import UserError
 from ..results import atomic_write, ensure_writable_dir
-from .maps import TRUNCATE
 from .patchcore import FILE_VERSION, PatchCore
 
 INPUT_NAME = "images"  # uint8 (N, 3, H, W), RGB, at the detector's input shape
 MAP_OUTPUT = "anomaly_map"  # float32 (N, H, W)
 SCORE_OUTPUT = "image_score"  # float32 (N,)
 ONNX_FORMAT = "inspectkit-patchcore-onnx"
-ONNX_FORMAT_VERSION = 1  # bump when the graph's inputs, outputs or metadata change meaning
+ONNX_FORMAT_VERSION = 2  # 2: position-aware scores; bump when the graph's inputs, outputs or metadata change meaning
 DEFAULT_OPSET = 17
 OPSETS = range(11, 21)  # 11: Resize with pytorch_half_pixel; 20: the newest the TorchScript exporter writes
 # stored when the detector has them (set by calibration); read with getattr, so older detectors export too
@@ -48,64 +42,22 @@ MAP_TOL = 1e-3
 PARITY_BATCH = 8  # images per onnxruntime call: one image's query-by-bank distance matrix is ~40 MB at 320 px
 
 
-def upsample_matrix(source: int, target: int) -> np.ndarray:
-    """(target, source) matrix that resizes a vector as ``F.interpolate(mode="bilinear", align_corners=False)``
-    resizes one axis (bilinear resizing is separable)."""
-    eye = torch.eye(source, dtype=torch.float64)[None, None]
-    return F.interpolate(eye, size=(target, source), mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
-def blur_matrix(size: int, sigma: float) -> np.ndarray:
-    """(size, size) matrix G with ``G @ x == gaussian_filter1d(x, sigma, truncate=4.0, mode="mirror")``; the
-    identity for ``sigma <= 0`` (no blur, as in ``maps.py``)."""
-    eye = np.eye(size, dtype=np.float64)
-    if sigma <= 0:
-        return eye
-    return ndimage.gaussian_filter1d(eye, sigma, axis=0, truncate=TRUNCATE, mode="mirror")
-
-
 class ScoringGraph(nn.Module):
-    """A fitted detector as one module for export: uint8 (N, 3, H, W) -> (anomaly_map (N, H, W), image_score (N,)).
-
-    Features come from the detector's own extractor (normalisation, reflected margin, stages, crop); the
-    nearest-neighbour distance uses the same expansion as ``knn.py``; the map is ``R_h @ grid @ R_w^T`` with
-    ``R = blur(sigma) @ upsample``; the image score is the maximum of ``B_h @ grid @ B_w^T``, ``B = blur(score_sigma)``
-    on the grid.
+    """A fitted detector as one module for export: uint8 (N, 3, H, W) -> (anomaly_map (N, H, W), image_score (N,)):
+    the detector's own extractor, then its own scorer (scoring.py), the same modules that ``PatchCore.score`` runs.
     """
 
     def __init__(self, detector: PatchCore) -> None:
         super().__init__()
-        if detector.bank is None or detector.input_shape is None:
+        if detector.scorer is None or detector.input_shape is None:
             raise UserError("the detector is not fitted; fit it (python anomaly.py) before exporting it to ONNX")
-        # traced on the CPU: a detector on a GPU is exported from a CPU copy of its extractor
+        # traced on the CPU: a detector on a GPU is exported from a CPU copy of its modules
         on_cpu = detector.device.type == "cpu"
         self.extractor = (detector.extractor if on_cpu else copy.deepcopy(detector.extractor).cpu()).eval()
-        height, width = detector.input_shape
-        grid_h, grid_w = height // self.extractor.stride, width // self.extractor.stride
-        config = detector.config
-        bank = detector.bank.detach().float().cpu().contiguous()
-        self.register_buffer("bank", bank)
-        self.register_buffer("bank_sq", (bank * bank).sum(dim=1))
-
-        def constant(matrix: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(matrix.astype(np.float32))
-
-        self.register_buffer("map_rows", constant(blur_matrix(height, config.sigma) @ upsample_matrix(grid_h, height)))
-        self.register_buffer("map_cols_t", constant((blur_matrix(width, config.sigma)
-                                                     @ upsample_matrix(grid_w, width)).T))
-        self.register_buffer("score_rows", constant(blur_matrix(grid_h, config.score_sigma)))
-        self.register_buffer("score_cols_t", constant(blur_matrix(grid_w, config.score_sigma).T))
+        self.scorer = (detector.scorer if on_cpu else copy.deepcopy(detector.scorer).cpu()).eval()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.extractor(images)  # (N, C, h, w)
-        n, c, h, w = features.shape
-        queries = features.permute(0, 2, 3, 1).reshape(-1, c)
-        squared = torch.addmm(self.bank_sq[None, :], queries, self.bank.T, alpha=-2.0)
-        nearest = squared.min(dim=1).values + (queries * queries).sum(dim=1)
-        grid = nearest.clamp_min(0).sqrt().reshape(n, h, w)
-        anomaly_map = torch.matmul(torch.matmul(self.map_rows, grid), self.map_cols_t)
-        smoothed = torch.matmul(torch.matmul(self.score_rows, grid), self.score_cols_t)
-        return anomaly_map, smoothed.reshape(n, h * w).max(dim=1).values
+        return self.scorer(self.extractor(images))
 
 
 def check_destination(path: str | os.PathLike) -> Path:
@@ -135,6 +87,7 @@ def metadata(detector: PatchCore, opset: int) -> dict[str, str]:
         "config": json.dumps(detector.config.as_dict()),
         "weights": json.dumps(detector.weights, default=str),
         "bank_shape": json.dumps(list(detector.bank.shape)),
+        "position": json.dumps({k: v for k, v in (detector.position or {}).items() if k != "note"}, default=float),
         "opset": str(opset),
     }
     for name in THRESHOLD_FIELDS:

@@ -1,5 +1,5 @@
-"""The PatchCore-style detector: a coreset memory bank of good patch features, nearest-neighbour patch scores,
-anomaly maps, and saving / loading the fitted detector as one plain file.
+"""The PatchCore-style detector: a coreset memory bank of good patch features, position-aware nearest-neighbour
+patch scores (scoring.py, position.py), anomaly maps, and saving / loading the fitted detector as one plain file.
 
 Fitting streams: each batch of good features gives a seeded random share of its patches to a bounded pool, and
 the coreset is picked from the pool; nothing else of the training features is kept.
@@ -30,8 +30,9 @@ from .features import (
     default_layers,
     extractor_from_state,
 )
-from .knn import NearestNeighbourScorer
-from .maps import DEFAULT_SCORE_SIGMA, DEFAULT_SIGMA, anomaly_maps, image_scores
+from .maps import DEFAULT_SCORE_SIGMA, DEFAULT_SIGMA
+from .position import DEFAULT_SCALE_POWER, border_diagnostic, leave_one_out, position_statistics
+from .scoring import PatchScorer
 from .threshold import (
     DEFAULT_FALSE_ALARM,
     DEFAULT_VALIDATION_SHARE,
@@ -41,7 +42,9 @@ from .threshold import (
 )
 
 FILE_FORMAT = "inspectkit-patchcore"
-FILE_VERSION = 3  # 3: thresholds from a good-only validation share replace the test-set F1 threshold
+FILE_VERSION = 4  # 4: position-aware scoring; 3: thresholds from a good-only validation share
+OLD_VERSIONS = (3,)  # read with the scoring they were fitted with (plain nearest neighbour)
+MIN_POSITION_IMAGES = 3  # held-out good images needed to learn position statistics (leave-one-out keeps 2)
 OVERSAMPLE = 10  # the pool holds this many good patches per coreset point (what the sampler picks from)
 
 
@@ -65,6 +68,8 @@ class PatchCoreConfig:
     seed: int = 0
     validation_share: float = DEFAULT_VALIDATION_SHARE
     false_alarm: float = DEFAULT_FALSE_ALARM
+    position_norm: str = "cell"  # "cell": scores against the held-out good images' per-position scores; "none"
+    scale_power: float = DEFAULT_SCALE_POWER
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers) or default_layers(self.arch)
@@ -74,7 +79,8 @@ class PatchCoreConfig:
 
 
 class PatchCore:
-    """``fit(good_images)`` builds the memory bank; ``score(images)`` returns ``(image_scores, maps)``.
+    """``fit(good_images)`` builds the memory bank and learns from held-out good images how scores vary with the
+    position in the frame; ``score(images)`` returns ``(image_scores, maps)``.
 
     Images are uint8 tensors (N, 3, H, W), all of the detector's ``input_shape``. For streaming, the steps are
     public: ``begin_fit`` / ``add_good`` / ``finish_fit`` and ``extract`` / ``patch_scores`` / ``maps``.
@@ -96,6 +102,8 @@ class PatchCore:
         self.pixel_threshold: float | None = None
         self.score_center: float | None = None
         self.threshold_info: dict = {}
+        self.scorer: PatchScorer | None = None
+        self.position: dict | None = None  # the position statistics' record (position.py), once calibrated
         self._pool_threads: ThreadPoolExecutor | None = None
         self._pool: list[torch.Tensor] = []
         self._pool_rows: np.ndarray | None = None
@@ -169,7 +177,13 @@ class PatchCore:
         chosen = np.sort(sampler.select(pool.numpy(), min(self._n_bank, len(pool)), seed=self.config.seed))
         self.bank = pool[torch.from_numpy(chosen)].clone()
         self.coreset_radius = sampler.radius
+        self._set_scorer()
         return self
+
+    def _set_scorer(self, loc: torch.Tensor | None = None, spread: torch.Tensor | None = None) -> None:
+        grid = (self.input_shape[0] // self.config.stride, self.input_shape[1] // self.config.stride)
+        self.scorer = PatchScorer(self.bank, grid, self.input_shape, self.config.sigma, self.config.score_sigma,
+                                  loc, spread).to(self.device)
 
     def fit(self, good_images: torch.Tensor, progress: bool = False,
             on_features: Callable[[torch.Tensor], None] | None = None) -> PatchCore:
@@ -185,12 +199,32 @@ class PatchCore:
                 on_features(features)
         self.finish_fit(progress)
         if val_idx:
-            self.calibrate(*self.score(good_images[list(val_idx)]))
+            validation = good_images[list(val_idx)]
+            self.calibrate(torch.cat([self.patch_scores(self.extract(b)) for b in _batches(validation,
+                                                                                           self.config.batch_size)]))
         return self
 
-    def calibrate(self, val_scores: np.ndarray, val_maps: np.ndarray) -> dict:
-        """Set the image and pixel thresholds from held-out good images' scores and maps, at the false-alarm
-        rate ``config.false_alarm``; returns the record of how (threshold.py)."""
+    def calibrate(self, val_distances: torch.Tensor) -> dict:
+        """Learn the position statistics and set the image and pixel thresholds from held-out good images'
+        nearest-neighbour distance grids (N, h, w), at the false-alarm rate ``config.false_alarm``; returns the
+        record of how (threshold.py). Thresholds come from leave-one-out scores: each held-out image scored with
+        statistics from the others, as a new good image would be."""
+        raw = val_distances.cpu().numpy()
+        scored = None
+        use_position = self.config.position_norm == "cell" and len(raw) >= MIN_POSITION_IMAGES
+        if use_position:
+            loc, spread = position_statistics(raw, self.config.scale_power)
+            self._set_scorer(torch.from_numpy(loc), torch.from_numpy(spread))
+            scored = leave_one_out(raw, self.config.scale_power)
+        self.position = border_diagnostic(raw, scored)
+        self.position["applied"] = use_position
+        if self.config.position_norm == "cell" and not use_position:
+            self.position["note_applied"] = (f"fewer than {MIN_POSITION_IMAGES} held-out good images: plain "
+                                             "nearest-neighbour scores")
+        grids = torch.from_numpy(scored if scored is not None else raw)
+        post = self.scorer.post
+        with torch.inference_mode():
+            val_scores, val_maps = post.image_scores(grids).numpy(), post.maps(grids).numpy()
         rate = self.config.false_alarm
         image = false_alarm_threshold(val_scores, rate)
         pixel = false_alarm_threshold(val_maps, rate, normal_tail=False)
@@ -206,29 +240,40 @@ class PatchCore:
         return self.threshold_info
 
     # -- scoring ------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
-        """Patch features (N, C, h, w) -> (N, h, w) distances to the nearest memory-bank patch."""
-        if self.bank is None:
+        """Patch features (N, C, h, w) -> (N, h, w) distances to the nearest memory-bank patch (not normalised)."""
+        if self.scorer is None:
             raise RuntimeError("fit the detector before scoring")
-        n, c, h, w = features.shape
-        return NearestNeighbourScorer(self.bank).distances(features.permute(0, 2, 3, 1).reshape(-1, c)).reshape(n, h, w)
+        return self.scorer.distances(features.to(self.device)).cpu()
+
+    @torch.inference_mode()
+    def scored_grids(self, distances: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) distances -> the detector's position-aware patch scores."""
+        return self.scorer.normalize(distances.to(self.device)).cpu()
 
     def maps(self, patch_scores: torch.Tensor) -> np.ndarray:
         """(N, h, w) patch scores -> (N, H, W) anomaly maps at the input shape."""
-        return anomaly_maps(patch_scores, self.input_shape, self.config.sigma)
+        with torch.inference_mode():
+            return self.scorer.post.maps(patch_scores.to(self.device)).cpu().numpy()
 
     def image_scores(self, patch_scores: torch.Tensor) -> np.ndarray:
-        return image_scores(patch_scores, self.config.score_sigma)
+        """(N, h, w) patch scores -> (N,) image scores (the maximum of the grid smoothed by ``score_sigma``)."""
+        with torch.inference_mode():
+            return self.scorer.post.image_scores(patch_scores.to(self.device)).cpu().numpy()
 
     def score_features(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Patch features (N, C, h, w) -> image scores (N,) and anomaly maps (N, H, W)."""
-        patch_scores = self.patch_scores(features)
-        return self.image_scores(patch_scores), self.maps(patch_scores)
+        if self.scorer is None:
+            raise RuntimeError("fit the detector before scoring")
+        with torch.inference_mode():
+            maps, scores = self.scorer(features.to(self.device))
+        return scores.cpu().numpy(), maps.cpu().numpy()
 
     def score(self, images: torch.Tensor, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        grids = [self.patch_scores(self.extract(batch)) for batch in _batches(images, self.config.batch_size)]
-        patch_scores = torch.cat(grids)
-        return self.image_scores(patch_scores), self.maps(patch_scores)
+        """uint8 images (N, 3, H, W) -> image scores (N,) and anomaly maps (N, H, W), in batches."""
+        parts = [self.score_features(self.extract(batch)) for batch in _batches(images, self.config.batch_size)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def normalized(self, scores: np.ndarray) -> np.ndarray:
         """Image scores mapped so that the threshold is 0.5 (a typical good image 0, clipped to [0, 1])."""
@@ -251,6 +296,8 @@ class PatchCore:
             "pixel_threshold": self.pixel_threshold,
             "score_center": self.score_center,
             "threshold_info": self.threshold_info,
+            "position": None if self.position is None else {
+                **self.position, "loc": self.scorer.loc.cpu(), "spread": self.scorer.spread.cpu()},
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -266,7 +313,10 @@ class PatchCore:
                                 "pass a file written by anomaly.py")
         if not isinstance(state, dict) or state.get("format") != FILE_FORMAT:
             raise UserError(f"{path} is not an inspectkit PatchCore detector file; pass a file written by anomaly.py")
-        if state.get("version") != FILE_VERSION:
+        version = state.get("version")
+        if version in OLD_VERSIONS:  # fitted with plain nearest-neighbour scoring: it keeps it
+            state = {**state, "config": {**state.get("config", {}), "position_norm": "none"}, "position": None}
+        elif version != FILE_VERSION:
             raise UserError(f"{path} is a version {state.get('version')} detector file; this inspectkit reads "
                             f"version {FILE_VERSION}: {remake}")
         problem = _state_problem(state)
@@ -288,6 +338,12 @@ class PatchCore:
         detector.pixel_threshold = state["pixel_threshold"]
         detector.score_center = state["score_center"]
         detector.threshold_info = state["threshold_info"]
+        position = state.get("position")
+        if position is not None:
+            detector.position = {k: v for k, v in position.items() if k not in ("loc", "spread")}
+            detector._set_scorer(position["loc"], position["spread"])
+        else:
+            detector._set_scorer()
         return detector
 
 
@@ -316,6 +372,13 @@ def _state_problem(state: dict) -> str | None:
         return "incomplete thresholds"
     if not isinstance(state.get("threshold_info"), dict):
         return "no threshold record"
+    position = state.get("position")
+    if position is not None:
+        grid = [v // int(config.get("stride", DEFAULT_STRIDE)) for v in shape]
+        for name in ("loc", "spread"):
+            value = position.get(name) if isinstance(position, dict) else None
+            if not isinstance(value, torch.Tensor) or list(value.shape) != grid or not value.is_floating_point():
+                return f"position statistics '{name}' are not a float grid of {grid[0]}x{grid[1]}"
     return None
 
 

@@ -138,9 +138,8 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
             val_grids.append(detector.patch_scores(features))
             clock.lap("scoring")
             bar.update(len(batch))
-        val_patch = torch.cat(val_grids)
-        detector.calibrate(detector.image_scores(val_patch), detector.maps(val_patch))
-        del val_patch, val_grids
+        detector.calibrate(torch.cat(val_grids))
+        del val_grids
         clock.lap("threshold")
         bar.set_description(f"{category.name}: score")
         grids, base_grids = [], []
@@ -159,7 +158,7 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     clock.lap("decode")
     decoded_now = cache.decoded
 
-    patch_scores = torch.cat(grids)
+    patch_scores = detector.scored_grids(torch.cat(grids))
     scores, maps = detector.image_scores(patch_scores), detector.maps(patch_scores)
     clock.lap("scoring")
     classes = [s.label for s in test]
@@ -217,6 +216,7 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
                         "coreset_size": len(detector.bank), "feature_dim": int(detector.bank.shape[1]),
                         "grid": list(patch_scores.shape[-2:]),
                         "coreset_radius_of_sampled_points": detector.coreset_radius},
+        "position": detector.position,
         "timings": timings,
         "detector_file": str(detector_file) if detector_file else None,
         "figures": [str(p) for p in figure_files],

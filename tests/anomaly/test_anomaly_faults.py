@@ -55,6 +55,9 @@ def detector_file(synthetic_root, tmp_path_factory):
     (lambda state: state["config"].update(colour="blue"), "unknown config key(s) colour"),
     (lambda state: state.update(input_shape="square"), "no input shape"),
     (lambda state: state.update(version=1), "version 1 detector file"),
+    (lambda state: state["position"].update(loc=torch.zeros(2, 2)), "position statistics 'loc'"),
+    (lambda state: state["position"].update(spread=torch.ones(8, 8, dtype=torch.int64)),
+     "position statistics 'spread'"),
 ])
 def test_a_damaged_detector_file_names_itself_and_the_command(damage, match, detector_file, tmp_path, capsys):
     state = torch.load(detector_file, weights_only=True)
@@ -69,3 +72,23 @@ def test_a_damaged_detector_file_names_itself_and_the_command(damage, match, det
     assert code == 2 and "Traceback" not in err and match in line
     assert str(broken) in line and "python anomaly.py" in line
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_detector_file_from_before_position_aware_scoring_keeps_its_scoring(detector_file, tmp_path):
+    """A version-3 file (no position statistics) loads and scores with plain nearest-neighbour distances, the
+    scoring it was fitted and calibrated with; never with half the new state."""
+    from inspectkit.anomaly import PatchCore
+
+    state = torch.load(detector_file, weights_only=True)
+    assert state["version"] == 4 and state["position"] is not None
+    old = {k: v for k, v in state.items() if k != "position"}
+    old["version"] = 3
+    old["config"] = {k: v for k, v in state["config"].items() if k not in ("position_norm", "scale_power")}
+    torch.save(old, tmp_path / "v3.pt")
+    detector = PatchCore.load(tmp_path / "v3.pt")
+    assert detector.config.position_norm == "none" and detector.position is None
+    images = torch.randint(0, 256, (2, 3, *detector.input_shape), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    scores, _ = detector.score(images)
+    raw = detector.image_scores(detector.patch_scores(detector.extract(images)))
+    torch.testing.assert_close(torch.from_numpy(scores), torch.from_numpy(raw))

@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from inspectkit.anomaly.metrics import (
+    PixelCurves,
     anomaly_metrics,
     f1_optimal_threshold,
     image_auroc,
@@ -104,3 +105,45 @@ def test_pro_equals_the_threshold_by_threshold_definition(limit):
     masks[0, 3:8, 3:9] = masks[0, 15:20, 15:18] = masks[2, 10:14, 4:20] = masks[4, 1:3, 1:3] = True
     maps = np.round(rng.random(masks.shape) + 0.6 * masks * rng.random(masks.shape), 2).astype(np.float32)  # ties
     assert pro_score(masks, maps, limit) == pytest.approx(_pro_by_thresholds(masks, maps, limit), abs=1e-9)
+
+
+def _blobs(rng, n, size):
+    masks = np.zeros((n, size, size), bool)
+    for mask in masks[::2]:  # half the images hold one or two defect regions
+        for _ in range(rng.integers(1, 3)):
+            y, x, r = rng.integers(4, size - 4), rng.integers(4, size - 4), rng.integers(2, 6)
+            mask[max(0, y - r):y + r, max(0, x - r):x + r] = True
+    return masks
+
+
+def test_binned_pixel_auroc_agrees_with_scikit_learn_when_values_outnumber_the_bins():
+    rng = np.random.default_rng(7)
+    masks = _blobs(rng, 40, 64)
+    maps = (rng.normal(size=masks.shape) + 1.2 * masks).astype(np.float32)  # 163,840 distinct values
+    assert len(np.unique(maps)) > 4 * len(PixelCurves.thresholds(maps))  # really binned, not exact by accident
+    assert pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-3)
+    coarse = PixelCurves(PixelCurves.thresholds(maps, bins=16))
+    for mask, anomaly_map in zip(masks, maps, strict=True):
+        coarse.add(mask, anomaly_map)
+    assert abs(coarse.auroc() - roc_auc_score(masks.ravel(), maps.ravel())) > 1e-3  # the check can fail
+
+
+def test_binned_pro_agrees_with_the_threshold_by_threshold_definition():
+    rng = np.random.default_rng(8)
+    masks = _blobs(rng, 6, 24)
+    maps = (rng.random(masks.shape) + 0.6 * masks * rng.random(masks.shape)).astype(np.float32)
+    curves = PixelCurves(PixelCurves.thresholds(maps, bins=512))  # 3,456 distinct values in 512 bins
+    for mask, anomaly_map in zip(masks, maps, strict=True):
+        curves.add(mask, anomaly_map)
+    assert len(curves.edges) == 512
+    assert curves.pro() == pytest.approx(_pro_by_thresholds(masks, maps, 0.3), abs=1e-3)
+
+
+def test_the_curves_keep_histograms_only_whatever_the_number_of_images():
+    rng = np.random.default_rng(9)
+    small, large = (PixelCurves.measure(_blobs(rng, n, 32), rng.random((n, 32, 32)).astype(np.float32))
+                    for n in (10, 200))
+    for curves in (small, large):
+        arrays = [v for v in vars(curves).values() if isinstance(v, np.ndarray)]
+        assert all(a.ndim == 1 and len(a) == len(curves.edges) for a in arrays)  # one entry per bin, nothing else
+    assert len(large.edges) <= len(PixelCurves.thresholds(rng.random(10**6).astype(np.float32)))

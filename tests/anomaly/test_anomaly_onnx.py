@@ -21,17 +21,16 @@ from onnx import numpy_helper
 from scipy import ndimage
 
 from inspectkit.anomaly import PatchCore, PatchCoreConfig
+from inspectkit.anomaly.maps import blur_matrix, upsample_matrix
 from inspectkit.anomaly.onnx_export import (
     INPUT_NAME,
     MAP_OUTPUT,
     SCORE_OUTPUT,
     ScoringGraph,
-    blur_matrix,
     check_parity,
     export_onnx,
     make_session,
     run_session,
-    upsample_matrix,
 )
 from inspectkit.errors import UserError
 
@@ -54,10 +53,13 @@ def square(tmp_path_factory):
     return detector, export_onnx(detector, tmp_path_factory.mktemp("square") / "detector.onnx")
 
 
-@pytest.mark.parametrize("shape, config", [((64, 64), {}), ((48, 80), {"sigma": 8.0})],
-                         ids=["square", "non-square"])
-def test_onnxruntime_scores_like_the_torch_detector(shape, config, tmp_path):
-    detector = fitted(shape, **config)
+@pytest.mark.parametrize("shape, n_train, config", [((64, 64), 6, {}), ((48, 80), 6, {"sigma": 8.0}),
+                                                     ((48, 80), 40, {})],
+                         ids=["square", "non-square", "position-aware"])
+def test_onnxruntime_scores_like_the_torch_detector(shape, n_train, config, tmp_path):
+    detector = fitted(shape, n_train, **config)
+    # 40 training images hold out 4 good ones: enough to learn the position statistics, which the graph carries
+    assert detector.position["applied"] == (n_train == 40)
     path = export_onnx(detector, tmp_path / "detector.onnx")
     images = random_images(shape)
     parity = check_parity(detector, path, images)
@@ -107,7 +109,7 @@ def test_model_holds_the_memory_bank_and_the_detector_settings(square):
     assert detector.image_threshold is not None  # fit holds out good images and calibrates
     assert float(props["image_threshold"]) == detector.image_threshold
     assert float(props["pixel_threshold"]) == detector.pixel_threshold
-    assert props["format"] == "inspectkit-patchcore-onnx" and props["format_version"] == "1"
+    assert props["format"] == "inspectkit-patchcore-onnx" and props["format_version"] == "2"
 
 
 def test_blur_and_upsample_matrices_reproduce_scipy_and_torch_even_below_the_kernel_radius():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from inspectkit.anomaly import GaussianBaseline, PatchCore, PatchCoreConfig
-from inspectkit.anomaly.knn import NearestNeighbourScorer
 from inspectkit.anomaly.patchcore import OVERSAMPLE
+from inspectkit.anomaly.scoring import PatchScorer
 
 
 def test_streamed_gaussian_equals_torch_cov_per_position():
@@ -26,8 +26,11 @@ def test_nearest_neighbour_scorer_equals_cdist():
     torch.manual_seed(1)
     bank, queries = torch.randn(300, 16), torch.randn(1000, 16)
     expected = torch.cdist(queries, bank).min(dim=1).values
-    assert torch.allclose(NearestNeighbourScorer(bank, chunk=128).distances(queries), expected, atol=1e-4)
-    assert NearestNeighbourScorer(bank).distances(bank[:5]).abs().max() < 1e-3  # bank rows are at distance 0
+    scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
+    scorer.chunk = 128  # several chunks
+    as_grid = queries.T.reshape(1, 16, 1000, 1)  # (N, C, h, w) with one image of 1000 x 1 patches
+    assert torch.allclose(scorer.distances(as_grid).reshape(-1), expected, atol=1e-4)
+    assert scorer.distances(bank[:5].T.reshape(1, 16, 5, 1)).abs().max() < 1e-3  # bank rows are at distance 0
 
 
 def test_the_pool_and_the_bank_are_bounded_whatever_the_dataset_size():
