@@ -1,12 +1,14 @@
-"""Peak memory of the detector against the number of training images: a synthetic category with N good images at
-the default size, fitted and scored by the library pipeline (run_detection), one process per N.
+"""Peak memory of the detector against the size of a category: synthetic categories with many training images,
+and one with many test images and masks too, fitted, scored and measured by the library pipeline (run_detection),
+one process per case.
 
-The target is peak RSS <= 3 GB for 1,500 training images at the default size, and a peak that grows with the
-grid, not with N. Random-init weights: memory does not depend on them. Writes results/anomaly_memory.json.
+The target is peak RSS <= 3 GB for 1,500 training and 600 test images at the default size, and a peak that grows
+with the grid, not with the number of images (the pixel metrics keep histograms, not the pixels). Random-init
+weights: memory does not depend on them. Writes results/anomaly_memory.json.
 
 Examples:
-    python bench/anomaly_memory.py                       # N = 100, 500 and 1500 at 320 x 320
-    python bench/anomaly_memory.py --train 200 --size 256
+    python bench/anomaly_memory.py                                # every case below
+    python bench/anomaly_memory.py --cases train500 train1500_test600
 """
 
 from __future__ import annotations
@@ -29,16 +31,26 @@ from inspectkit.data import load_category
 category = load_category(sys.argv[1], "many", progress=False)
 record, _ = run_detection(category, PatchCoreConfig(), "none", progress=False, figures=False)
 print(json.dumps({"peak_rss_mb": record["peak_rss_mb"], "seconds": record["timings"]["wall_s"],
+                  "test_images": sum(record["counts"]["test"].values()), "timings": record["timings"],
                   "pool_size": record["memory_bank"]["pool_size"], "bank": record["memory_bank"]["coreset_size"],
                   "input_shape": record["config"]["input_shape"]}))
 """
 
 
+CASES = {  # name -> make_category arguments
+    "train100": {"n_train": 100, "image_size": 320, "n_test_good": 10, "n_per_defect": 5},
+    "train500": {"n_train": 500, "image_size": 320, "n_test_good": 10, "n_per_defect": 5},
+    "train1500": {"n_train": 1500, "image_size": 320, "n_test_good": 10, "n_per_defect": 5},
+    # the test set seen at scale: 600 images of 350 x 290 with masks (60 M pixels in the pixel metrics)
+    "train1500_test600": {"n_train": 1500, "width": 350, "height": 290, "n_test_good": 150, "n_per_defect": 150},
+}
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--train", type=int, nargs="+", default=[100, 500, 1500], help="training-set sizes")
-    parser.add_argument("--size", type=int, default=320, help="side of the synthetic square images")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES),
+                        help="categories to measure (make_category arguments in CASES)")
     parser.add_argument("--out", default=str(ROOT / "results"), help="folder for anomaly_memory.json")
     return parser
 
@@ -48,15 +60,17 @@ def main(args: argparse.Namespace) -> dict:
     from inspectkit.synthetic import make_category
 
     rows = []
-    for n in args.train:
+    for name in args.cases:
+        case = CASES[name]
         with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as cache:
-            make_category(root, "many", image_size=args.size, n_train=n, n_test_good=10, n_per_defect=5, seed=0)
+            make_category(root, "many", seed=0, **case)
             done = subprocess.run([sys.executable, "-c", ONE_RUN, root], capture_output=True, text=True, check=True,
                                   cwd=ROOT, env={**__import__("os").environ, "INSPECTKIT_CACHE": cache})
-            row = {"train_images": n, **json.loads(done.stdout.strip().splitlines()[-1])}
+            row = {"case": name, "train_images": case["n_train"], "category": case,
+                   **json.loads(done.stdout.strip().splitlines()[-1])}
         rows.append(row)
         print(row, flush=True)
-    result = {"rows": rows, "image_size": args.size, "target_mb": 3072,
+    result = {"rows": rows, "target_mb": 3072,
               "note": "synthetic images, random-init weights, default PatchCoreConfig; peak RSS of the process "
                       "sampled every 20 ms while run_detection ran (inspectkit.anomaly.memory.PeakMemory)",
               "provenance": provenance(seed=0, weights={"spec": "none"})}

@@ -231,7 +231,7 @@ def _threshold_metrics(detector: PatchCore, classes: list[str], scores: np.ndarr
     labels = np.array([c != GOOD for c in classes])
     pixel = None
     if pixel_ok:
-        pixel = rates_at_threshold(masks[has_masks], maps[has_masks], detector.pixel_threshold)
+        pixel = rates_at_threshold(_masked(masks, has_masks), _masked(maps, has_masks), detector.pixel_threshold)
     return {"threshold": {**detector.threshold_info, "image_threshold": detector.image_threshold,
                           "pixel_threshold": detector.pixel_threshold},
             "at_threshold": {"image": rates_at_threshold(labels, scores, detector.image_threshold), "pixel": pixel}}
@@ -240,8 +240,13 @@ def _threshold_metrics(detector: PatchCore, classes: list[str], scores: np.ndarr
 def _metrics(classes: list[str], scores: np.ndarray, masks: np.ndarray, maps: np.ndarray, has_masks: np.ndarray,
              pixel_ok: bool) -> dict:
     if pixel_ok:
-        return anomaly_metrics(classes, scores, masks[has_masks], maps[has_masks])
+        return anomaly_metrics(classes, scores, _masked(masks, has_masks), _masked(maps, has_masks))
     return anomaly_metrics(classes, scores)
+
+
+def _masked(array: np.ndarray, has_masks: np.ndarray) -> np.ndarray:
+    """The images with a mask: ``array`` itself when all have one (no copy of 10^8 pixels), else a copy."""
+    return array if has_masks.all() else array[has_masks]
 
 
 def _figures(name: str, out: Path, test: list[Sample], cache: DecodeCache, shape: tuple[int, int], maps: np.ndarray,
