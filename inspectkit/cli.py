@@ -1,14 +1,17 @@
 """What every script shares at its boundary: common flags, resolving the data (or the demo), and exit codes.
 
 Scripts build their parser with ``script_parser(__doc__)`` (the docstring's examples become the --help epilog) and
-call ``run(main, get_args_parser())``: a ``UserError`` becomes one line on stderr and exit code 2.
+call ``run(main, get_args_parser())``: a ``UserError`` becomes one line on stderr and exit code 2, on a line of its
+own even while a progress bar is drawn. A flag that does nothing in the chosen mode is refused by
+``refuse_unused_flags`` rather than ignored.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .data import (
@@ -21,6 +24,7 @@ from .data import (
     load_category,
 )
 from .errors import UserError
+from .names import one_line
 
 DEFAULT_OUT = "results"
 DEMO_OUT = "results/demo"
@@ -76,7 +80,7 @@ class _DemoAction(argparse.Action):
         setattr(namespace, self.dest, True)
         for name, value in vars(namespace).items():  # --out, and export_labels.py's --results
             if isinstance(value, _DefaultOut):
-                setattr(namespace, name, DEMO_OUT)
+                setattr(namespace, name, _DefaultOut(DEMO_OUT))  # still a default: the user gave no --out
 
 
 WEIGHTS_HELP = ("imagenet (torchvision's weights API; needs internet or its cache), none (random init), "
@@ -181,18 +185,68 @@ def data_root_of(category: Category) -> Path:
     return category.root.parent
 
 
+def flag_given(parser: argparse.ArgumentParser, args: argparse.Namespace, dest: str) -> bool:
+    """Whether the user changed ``dest`` from its default (a default redirected by --demo still counts as one)."""
+    value = getattr(args, dest, None)
+    if isinstance(value, _DefaultOut | _DefaultWeights):
+        return False
+    return value != parser.get_default(dest)
+
+
+def refuse_unused_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, used: Iterable[str],
+                        mode: str) -> None:
+    """Refuse, in one line naming it, a flag the user gave that does nothing in the chosen ``mode`` (e.g. "with
+    --load and --images"): every optional argument whose ``dest`` is not in ``used`` and whose value differs from
+    its argparse default. Without this, a typo'd plan (``--false-alarm 0.3`` when scoring with a saved detector)
+    runs to the end and silently uses something else."""
+    used = set(used) | {"help"}
+    unused = [max(action.option_strings, key=len) for action in parser._actions
+              if action.option_strings and action.dest not in used and action.default is not argparse.SUPPRESS
+              and flag_given(parser, args, action.dest)]
+    if unused:
+        flags = " and ".join([", ".join(unused[:-1]), unused[-1]] if len(unused) > 1 else unused)
+        raise UserError(f"{flags} {'does' if len(unused) == 1 else 'do'} nothing {mode}; drop "
+                        f"{'it' if len(unused) == 1 else 'them'}")
+
+
+def close_progress_bars() -> None:
+    """Close every open tqdm bar, so that what is printed next starts on a line of its own (a bar's line is
+    finished or cleared, never left for an error message to be glued to)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        with contextlib.suppress(Exception):  # a bar whose stream is gone: nothing left to tidy
+            bar.close()
+
+
+def _tolerant_streams() -> None:
+    """stdout and stderr show a name that is not UTF-8 as an escape rather than fail on it (printing
+    ``caf\\xe9.png`` in a UTF-8 locale raises otherwise, after all the work is done)."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", "strict") == "strict":
+            with contextlib.suppress(ValueError, OSError):  # a stream that cannot change it now keeps its own
+                stream.reconfigure(errors="backslashreplace")
+
+
 def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
     """Parse ``argv``, check ``--category`` is a plain folder name, and call ``main``; a UserError exits with its
-    code (2 for bad input) and one line, Ctrl-C exits 130."""
+    code (2 for bad input) and one line (on a line of its own, whatever the message's names hold), Ctrl-C exits
+    130."""
+    _tolerant_streams()
     args = parser.parse_args(argv)
     try:
         if getattr(args, "category", None) is not None:  # every script's --category, before any work
             check_category_name(args.category)
         main(args)
     except UserError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        close_progress_bars()
+        print(f"{parser.prog}: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        close_progress_bars()
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BaseException:
+        close_progress_bars()  # a traceback, too, starts on a line of its own
+        raise
