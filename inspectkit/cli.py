@@ -228,25 +228,54 @@ def _tolerant_streams() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
+class _LineTracker:
+    """A text stream (stderr) that remembers whether its last write ended a line, so that an error can start on a
+    fresh one: a progress bar leaves its line open (it redraws it with a carriage return)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _report(stream: _LineTracker, message: str) -> None:
+    """``message`` on a line of its own: open progress bars closed first, and a line a bar left open ended."""
+    close_progress_bars()
+    if not stream.at_line_start:
+        stream.write("\n")
+    print(message, file=stream)
+
+
 def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
     """Parse ``argv``, check ``--category`` is a plain folder name, and call ``main``; a UserError exits with its
-    code (2 for bad input) and one line (on a line of its own, whatever the message's names hold), Ctrl-C exits
-    130."""
+    code (2 for bad input) and one line (on a line of its own, whatever was drawn before and whatever the names
+    in it hold), Ctrl-C exits 130."""
     _tolerant_streams()
     args = parser.parse_args(argv)
+    stderr = sys.stderr = _LineTracker(sys.stderr)  # progress bars and messages alike write through it
     try:
         if getattr(args, "category", None) is not None:  # every script's --category, before any work
             check_category_name(args.category)
         main(args)
     except UserError as exc:
-        close_progress_bars()
-        print(f"{parser.prog}: error: {one_line(str(exc))}", file=sys.stderr)
+        _report(stderr, f"{parser.prog}: error: {one_line(str(exc))}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        close_progress_bars()
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        _report(stderr, f"{parser.prog}: interrupted")
         sys.exit(130)
     except BaseException:
         close_progress_bars()  # a traceback, too, starts on a line of its own
+        if not stderr.at_line_start:
+            stderr.write("\n")
         raise
+    finally:
+        if sys.stderr is stderr:
+            sys.stderr = stderr.stream
