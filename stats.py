@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from inspectkit import download
-from inspectkit.cli import add_data_args, add_out_arg, resolve_category, run, script_parser
+from inspectkit.cli import add_data_args, add_out_arg, refuse_unused_flags, resolve_category, run, script_parser
 from inspectkit.data import list_categories, resolve_data_root
 from inspectkit.errors import UserError
 from inspectkit.figures.stats import counts_bar_chart, samples_grid
@@ -60,6 +60,8 @@ def stats_for(args: argparse.Namespace, category_name: str | None) -> dict:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
+    if not args.download:
+        refuse_unused_flags(get_args_parser(), args, set(vars(args)) - {"url", "sha256"}, "without --download")
     ensure_writable_dir(args.out)
     if args.download:
         if args.demo:

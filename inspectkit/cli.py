@@ -24,7 +24,7 @@ from .data import (
     load_category,
 )
 from .errors import UserError
-from .names import one_line
+from .names import VISIBLE_ERRORS, one_line
 
 DEFAULT_OUT = "results"
 DEMO_OUT = "results/demo"
@@ -193,6 +193,11 @@ def flag_given(parser: argparse.ArgumentParser, args: argparse.Namespace, dest: 
     return value != parser.get_default(dest)
 
 
+def _flag_name(action: argparse.Action) -> str:
+    """The flag as the help shows it first among its long spellings (``--sam-positive``, not its alias)."""
+    return next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+
+
 def refuse_unused_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, used: Iterable[str],
                         mode: str) -> None:
     """Refuse, in one line naming it, a flag the user gave that does nothing in the chosen ``mode`` (e.g. "with
@@ -200,7 +205,7 @@ def refuse_unused_flags(parser: argparse.ArgumentParser, args: argparse.Namespac
     its argparse default. Without this, a typo'd plan (``--false-alarm 0.3`` when scoring with a saved detector)
     runs to the end and silently uses something else."""
     used = set(used) | {"help"}
-    unused = [max(action.option_strings, key=len) for action in parser._actions
+    unused = [_flag_name(action) for action in parser._actions
               if action.option_strings and action.dest not in used and action.default is not argparse.SUPPRESS
               and flag_given(parser, args, action.dest)]
     if unused:
@@ -220,12 +225,12 @@ def close_progress_bars() -> None:
 
 
 def _tolerant_streams() -> None:
-    """stdout and stderr show a name that is not UTF-8 as an escape rather than fail on it (printing
-    ``caf\\xe9.png`` in a UTF-8 locale raises otherwise, after all the work is done)."""
+    """stdout and stderr show a name that is not UTF-8 as the files do (``caf\\xe9.png``, ``names.VISIBLE_ERRORS``)
+    rather than fail on it: printing such a name in a UTF-8 locale raises otherwise, after all the work is done."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure") and getattr(stream, "errors", "strict") == "strict":
             with contextlib.suppress(ValueError, OSError):  # a stream that cannot change it now keeps its own
-                stream.reconfigure(errors="backslashreplace")
+                stream.reconfigure(errors=VISIBLE_ERRORS)
 
 
 class _LineTracker:

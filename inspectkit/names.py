@@ -10,6 +10,7 @@ after a non-UTF-8 byte reads back as that byte: the one ambiguity of a readable 
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from pathlib import PurePosixPath
@@ -31,6 +32,20 @@ def visible_text(text: str) -> str:
     ``\\xNN``, the byte's value; any other lone surrogate as ``\\uNNNN``. Text that is valid already is returned
     unchanged, so the result always encodes as UTF-8."""
     return _SURROGATE.sub(lambda m: _shown(m.group()), text)
+
+
+def _visible_on_encode(error: UnicodeError) -> tuple[str, int]:
+    """A codec error handler: what cannot be encoded is written as ``visible_text`` shows it (a byte that was not
+    UTF-8 as ``\\xNN``), any other character as a backslash escape."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    chunk = error.object[error.start:error.end]
+    return "".join(_shown(c) if _SURROGATE.match(c) else c.encode("ascii", "backslashreplace").decode("ascii")
+                   for c in chunk), error.end
+
+
+VISIBLE_ERRORS = "inspectkit.visible"  # the handler's name, e.g. for sys.stderr.reconfigure(errors=...)
+codecs.register_error(VISIBLE_ERRORS, _visible_on_encode)
 
 
 def original_text(shown: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from .errors import UserError
 from .evaluation import best_attempt
 from .metrics import paired_differences
+from .names import visible_text
 from .results import REPO_ROOT, atomic_write, git_commit, read_json
 
 TEMPLATES_DIR = REPO_ROOT / "templates"
@@ -594,8 +595,9 @@ def _environment():
 
 
 def render_html(context: dict) -> str:
-    """The report as one HTML string (templates/report.html.j2 and its partials)."""
-    return _environment().get_template("report.html.j2").render(**context)
+    """The report as one HTML string (templates/report.html.j2 and its partials), in its visible form: a name that
+    is not UTF-8 (from the results, or from --name) shows as ``\\xNN``, which the HTML and PDF writers accept."""
+    return visible_text(_environment().get_template("report.html.j2").render(**context))
 
 
 README_START = "<!-- results:start -->"
