@@ -221,3 +221,22 @@ def test_csv_cells_from_a_formula_like_folder_are_text_and_no_input_is_replaced(
 def test_evaluate_refuses_flags_its_mode_ignores(argv, says, trained_one, capsys):
     code, _, stderr = _evaluate([*argv, "--out", str(trained_one)], capsys)
     assert code == 2 and says in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda c: c.update(class_names=[*c["class_names"], "extra"]), "(4, 256), not torch.float32 (5, 256)"),
+    (lambda c: c["model"].update({k: v.half() for k, v in list(c["model"].items())[:1]}), "is torch.float16"),
+    (lambda c: c["model"].update({k: torch.full_like(v, float("nan")) for k, v in list(c["model"].items())[:1]}),
+     "holds NaN"),
+    (lambda c: c["config"].update(head="nonsense"), "do not describe a classifier"),
+])
+def test_a_checkpoint_whose_parts_disagree_names_itself(damage, says, results_copy, synthetic_root, capsys):
+    """Weights that do not fit the checkpoint's own class names or config used to end in a RuntimeError."""
+    path = results_copy / "checkpoints" / "attempt_2" / "split_0.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    damage(checkpoint)
+    torch.save(checkpoint, path)
+    code, _, stderr = _evaluate(["--attempt", "2", "--images", str(synthetic_root / "demo" / "test" / "hole"),
+                                 "--out", str(results_copy)], capsys)
+    assert code == 2 and "Traceback" not in stderr
+    assert f"checkpoint {path} is damaged" in stderr and says in stderr

@@ -170,7 +170,7 @@ def test_a_category_with_names_that_are_not_utf8_writes_every_output(editable_ro
 
 @pytest.mark.parametrize(("flags", "match"), [
     (["--screenshot", "--no-figures"], "--screenshot pictures the gallery"),
-    (["--images", "somewhere"], "--load FILE and --images DIR go together"),
+    (["--screenshot", "--category", "all"], "--screenshot pictures the gallery of one category"),
     (["--export-file", "m.onnx"], "--export-file does nothing without --load"),
 ])
 def test_fit_flags_that_would_do_nothing_exit_2(flags, match, synthetic_root, tmp_path, capsys):
