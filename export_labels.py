@@ -48,6 +48,7 @@ from inspectkit.export import (
     choose_split,
     export_category,
 )
+from inspectkit.names import one_line
 from inspectkit.results import ensure_writable_dir, provenance, write_json
 
 
@@ -155,7 +156,7 @@ def main(args: argparse.Namespace) -> dict:
     path = write_json(results / f"export_{category.name}.json", summary)
 
     for skipped in summary["images"]["skipped_files"]:
-        print(f"warning: skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
+        print(f"warning: skipped {one_line(skipped['file'])}: {skipped['reason']}", file=sys.stderr)
     instances = summary["instances"]
     per_class = ", ".join(f"{name} {n}" for name, n in instances["per_class"].items())
     print(f"{instances['total']} instances ({per_class}) in {summary['images']['with_instances']} defect images, "

@@ -234,16 +234,25 @@ def _tolerant_streams() -> None:
 
 
 class _LineTracker:
-    """A text stream (stderr) that remembers whether its last write ended a line, so that an error can start on a
-    fresh one: a progress bar leaves its line open (it redraws it with a carriage return)."""
+    """A text stream (stderr) that keeps every message on a line of its own: a progress bar leaves its line open
+    (it redraws it after a carriage return), so text that is not a bar's (a warning, an error) and would continue
+    that line starts a new one instead; in a log, the bar and the message are two lines, not one."""
+
+    BAR_START = ("\r", "\n", "\x1b")  # how tqdm's writes begin: a redraw, a move to another line, a cursor move
 
     def __init__(self, stream) -> None:
         self.stream = stream
         self.at_line_start = True
+        self.bar_line_open = False
 
     def write(self, text: str) -> int:
-        if text:
-            self.at_line_start = text.endswith("\n")
+        if not text:
+            return self.stream.write(text)
+        if self.bar_line_open and not text.startswith(self.BAR_START):
+            self.stream.write("\n")
+        self.bar_line_open = (text.startswith("\r") and not text.endswith("\n")) or (
+            self.bar_line_open and text.startswith("\x1b") and not text.endswith("\n"))
+        self.at_line_start = text.endswith("\n")
         return self.stream.write(text)
 
     def __getattr__(self, name: str):

@@ -192,3 +192,20 @@ def test_an_error_naming_odd_files_stays_one_line_and_prints(capsys):
     out, err = capsys.readouterr()
     assert out == "scoring caf\\xe9\n.png\n"
     assert err == "x.py: error: cannot read caf\\xe9\\x0a.png\n"
+
+
+def test_a_warning_after_a_progress_bar_is_a_line_of_its_own_and_bars_keep_their_lines(capsys):
+    from tqdm import tqdm
+
+    def main(args):
+        for _ in tqdm(range(3), desc="checking", file=sys.stderr, leave=False):
+            pass
+        print("warning: skipped a.png", file=sys.stderr)
+        for _ in tqdm(range(2), desc="scoring", file=sys.stderr):  # leave=True: it ends its own line
+            pass
+        print("problem: b.png", file=sys.stderr)
+
+    run(main, argparse.ArgumentParser(prog="x.py"), [])
+    lines = capsys.readouterr().err.split("\n")
+    assert "warning: skipped a.png" in lines and "problem: b.png" in lines
+    assert "" not in lines[:-1]  # no blank line added after a bar that ended its line itself

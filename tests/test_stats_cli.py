@@ -192,3 +192,12 @@ def test_class_names_with_math_markup_or_bytes_that_are_not_utf8_are_drawn_as_wr
     for figure in ("stats_demo_counts.png", "stats_demo_samples.png"):
         assert (tmp_path / "figures" / figure).stat().st_size > 1000
     assert "h\\xe9le" in out  # the table prints, the name in its visible form
+
+
+def test_a_file_name_cannot_forge_a_line_of_the_report(editable_root, tmp_path, capsys):
+    (editable_root / "demo/train/good/x\nproblem: all is fine.png").write_bytes(b"")  # damaged, and a newline
+    code, _, err = _run(["--category", "demo", "--data-root", str(editable_root), "--out", str(tmp_path),
+                         "--no-figures"], capsys)
+    assert code == 0
+    problems = [line for line in err.split("\n") if line.startswith("problem:")]
+    assert problems == ["problem: train/good/x\\x0aproblem: all is fine.png: zero-byte image file; skipped"]

@@ -82,7 +82,13 @@ def check_outputs(outputs: list[Path], maps_dir: Path | None, files: list[Path],
                   reads: dict[Path, str]) -> None:
     """Before any work: no output (the CSV, the JSON, an overlay) replaces a file this run reads (one of the
     ``files`` under ``folder``, or one of ``reads``, each path with what it is: the detector); and no overlay goes
-    inside ``folder``, where it could replace an image, and would be scored as one by the next run."""
+    inside ``folder``, where it could replace an image, and would be scored as one by the next run. A path taken
+    by the wrong kind of entry is refused here too, not after the scoring."""
+    for output in outputs:
+        if output.is_dir():
+            raise UserError(f"cannot write {output}: it is a folder; remove it or choose another --out")
+    if maps_dir is not None and maps_dir.exists() and not maps_dir.is_dir():
+        raise UserError(f"cannot write the overlays to {maps_dir}: it is a file; remove it or choose another --out")
     check_not_input(outputs, {**{path: "an image under --images" for path in files}, **reads}, "output")
     if maps_dir is None:
         return
