@@ -303,9 +303,13 @@ def _state_problem(state: dict) -> str | None:
     unknown = sorted(set(config) - set(known))
     if unknown:
         return f"unknown config key(s) {', '.join(unknown)}"
-    for key, value in config.items():
-        wanted = _CONFIG_TYPES.get(type(known[key].default), (type(known[key].default),))
-        if isinstance(value, bool) or not isinstance(value, wanted):
+    from dataclasses import MISSING
+
+    for key, value in config.items():  # each value of its field's type (a field defaulting to None: any)
+        default = known[key].default
+        wanted = _CONFIG_TYPES.get(type(default), (type(default),))
+        typed = default is not None and default is not MISSING
+        if typed and (not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted)):
             return f"config {key} is {type(value).__name__}, not {' or '.join(t.__name__ for t in wanted)}"
     if not all(isinstance(layer, str) for layer in config.get("layers", ())):
         return "config layers are not names"
