@@ -32,12 +32,14 @@ from inspectkit.anomaly.geometry import input_shape
 from inspectkit.anomaly.pipeline import run_detection
 from inspectkit.anomaly.position import MODES as POSITION_MODES
 from inspectkit.anomaly.position import border_warning
-from inspectkit.anomaly.predict import as_records, find_images, predict_folder, predictions_csv
+from inspectkit.anomaly.predict import as_records, check_outputs, find_images, predict_folder, predictions_csv
 from inspectkit.cli import (
     add_data_args,
     add_model_args,
     add_out_arg,
     data_root_of,
+    flag_given,
+    refuse_unused_flags,
     resolve_category,
     resolve_weights,
     run,
@@ -47,7 +49,8 @@ from inspectkit.cli import (
 from inspectkit.data import Category, resolve_data_root
 from inspectkit.errors import UserError
 from inspectkit.models import check_arch, resolve_device
-from inspectkit.results import atomic_write, ensure_writable_dir, provenance, sha256_file, write_json
+from inspectkit.names import one_line, plain_name
+from inspectkit.results import atomic_write, check_not_input, ensure_writable_dir, provenance, sha256_file, write_json
 
 ALL = "all"
 
@@ -116,13 +119,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The flags each mode reads; any other flag given is refused (cli.refuse_unused_flags), never silently ignored.
+EXPORT_FLAGS = ("load", "export", "export_file")
+SCORING_FLAGS = ("load", "images", "save_maps", "out", "device", "batch_size")
+SAVED_DETECTOR_FLAGS = ("load", "images", "save_maps", "export", "export_file")  # none of them fits a detector
+
+
 def main(args: argparse.Namespace) -> dict | Path:
+    parser = get_args_parser()
     if args.export:
         if not args.load:
             raise UserError("--export needs --load FILE: the detector file to export")
+        refuse_unused_flags(parser, args, EXPORT_FLAGS, "with --export (the detector file's own settings are "
+                                                        "exported)")
         return export_detector(args)
     if args.load or args.images:
+        if not (args.load and args.images):
+            raise UserError("--load FILE and --images DIR go together: score the images in DIR with the detector "
+                            "FILE")
+        refuse_unused_flags(parser, args, SCORING_FLAGS, "with --load and --images (the detector file's own "
+                                                         "settings are used)")
         return score_folder(args)
+    refuse_unused_flags(parser, args, set(vars(args)) - set(SAVED_DETECTOR_FLAGS),
+                        "without --load (they act on a saved detector)")
+    if args.screenshot and (args.no_figures or (args.category == ALL and not args.demo)):
+        raise UserError("--screenshot pictures the gallery of one category: it does nothing with "
+                        + ("--no-figures" if args.no_figures else "--category all") + "; drop one of them")
     config = check_args(args)
     if args.screenshot:
         find_chromium()  # a UserError with the install hint before any work
@@ -138,7 +160,7 @@ def main(args: argparse.Namespace) -> dict | Path:
     record, detector = run_detection(category, config, weights, device=device, baseline=not args.no_baseline,
                                      out=out, figures=not args.no_figures, category_s=category_s)
     path = write_record(out, record, detector.weights, category)
-    if args.screenshot and not args.no_figures:
+    if args.screenshot:
         picture = screenshot(out / f"anomaly_{category.name}.html",
                              out / "figures" / f"anomaly_{category.name}_gallery.png", fragment="sort=score-desc")
         print(f"gallery screenshot: {picture}")
@@ -165,6 +187,9 @@ def check_args(args: argparse.Namespace) -> PatchCoreConfig:
             raise UserError(f"{flag} must be in (0, 1), e.g. 0.01 for 1 %; got {value}")
     if args.sigma < 0 or args.score_sigma < 0:
         raise UserError("--sigma and --score-sigma must be >= 0")
+    if args.position_norm == "none" and args.scale_power != PatchCoreConfig.scale_power:
+        raise UserError("--scale-power does nothing with --position-norm none (plain nearest-neighbour scores); "
+                        "drop one of them")
     if not 0 <= args.scale_power <= 1:
         raise UserError(f"--scale-power must be in [0, 1] (0: location only, 1: full standardisation); got "
                         f"{args.scale_power}")
@@ -201,17 +226,20 @@ def benchmark(args: argparse.Namespace, config: PatchCoreConfig, weights: str, d
 
 def score_folder(args: argparse.Namespace) -> dict:
     """``--load FILE --images DIR``: score every image under DIR with a saved detector; CSV and JSON of verdicts."""
-    if not (args.load and args.images):
-        raise UserError("--load FILE and --images DIR go together: score the images in DIR with the detector FILE")
     folder = Path(args.images)
     detector = PatchCore.load(args.load, resolve_device(args.device))
-    find_images(folder)  # a file, a missing or an empty folder fails here, before anything is written
+    files = find_images(folder)  # a file, a missing or an empty folder fails here, before anything is written
     out = ensure_writable_dir(args.out)
-    name = folder.resolve().name or "images"
+    name = output_stem(folder)
     maps_dir = out / f"predictions_{name}" if args.save_maps else None
-    predictions, skipped, timing = predict_folder(detector, folder, maps_dir=maps_dir)
+    csv_path, json_path = out / f"predictions_{name}.csv", out / f"predictions_{name}.json"
+    check_outputs([csv_path, json_path], maps_dir, files, folder, reads={Path(args.load): "the --load detector"})
+    batch_size = args.batch_size if flag_given(get_args_parser(), args, "batch_size") else None
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1; got {batch_size}")
+    predictions, skipped, timing = predict_folder(detector, folder, maps_dir=maps_dir, batch_size=batch_size)
     for item in skipped:
-        print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
+        print(f"skipped {one_line(item['file'])}: {item['reason']}", file=sys.stderr)
     result = {
         "images": str(folder),
         "detector_file": str(Path(args.load)),
@@ -223,6 +251,9 @@ def score_folder(args: argparse.Namespace) -> dict:
                           "train/good (no defect labels); normalized_score is 0.5 at the threshold, 0 for a typical "
                           "good image; bbox is the largest region at or above the pixel threshold, in the file's "
                           "pixels (x1, y1 exclusive)",
+        "file_names_note": "file names that are not UTF-8 are written with each such byte as \\xNN; in the CSV, a "
+                           "name a spreadsheet would run as a formula (starting with = + - @, tab or carriage "
+                           "return) or starting with ' has a ' added in front",
         "config": detector.config.as_dict(),
         "input_shape": list(detector.input_shape),
         "counts": {"scored": len(predictions), "defect": sum(p.verdict == "defect" for p in predictions),
@@ -233,20 +264,29 @@ def score_folder(args: argparse.Namespace) -> dict:
         "maps": str(maps_dir) if maps_dir else None,
         "provenance": provenance(seed=detector.config.seed, weights=detector.weights, data_root=str(folder)),
     }
-    csv_path = atomic_write(out / f"predictions_{name}.csv", predictions_csv(predictions))
-    path = write_json(out / f"predictions_{name}.json", result)
+    atomic_write(csv_path, predictions_csv(predictions))
+    write_json(json_path, result)
     print(f"scored {len(predictions)} images in {timing['score_s']:.1f} s: {result['counts']['defect']} defect, "
           f"{len(predictions) - result['counts']['defect']} good (threshold {detector.image_threshold:.4g}), "
-          f"{len(skipped)} skipped; wrote {csv_path} and {path}" + (f"; overlays in {maps_dir}" if maps_dir else ""))
+          f"{len(skipped)} skipped; wrote {csv_path} and {json_path}"
+          + (f"; overlays in {maps_dir}" if maps_dir else ""))
     return result
+
+
+def output_stem(folder: Path) -> str:
+    """The name of the --images folder, for ``predictions_<name>.csv``: flattened like every output name made from
+    an input name (plain UTF-8, no control characters, short enough for any file system)."""
+    return plain_name(folder.resolve().name or "images")
 
 
 def export_detector(args: argparse.Namespace) -> Path:
     """``--load FILE --export onnx``: the detector as an ONNX model (map and score out, memory bank inside)."""
     from inspectkit.anomaly.onnx_export import export_onnx
 
-    detector = PatchCore.load(args.load, "cpu")
     target = Path(args.export_file) if args.export_file else Path(args.load).with_suffix(".onnx")
+    check_not_input(target, {args.load: "the --load detector"},
+                    "--export-file" if args.export_file else "the ONNX model")
+    detector = PatchCore.load(args.load, "cpu")
     path = export_onnx(detector, target)
     print(f"wrote {path}: input uint8 (N, 3, {detector.input_shape[0]}, {detector.input_shape[1]}) RGB, "
           "outputs anomaly_map and image_score")

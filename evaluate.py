@@ -13,8 +13,7 @@ Writes <out>/evaluation.json and <out>/figures/classification_*.png.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import contextlib
 import sys
 from pathlib import Path
 
@@ -25,14 +24,21 @@ from inspectkit.cli import (
     add_out_arg,
     data_root_of,
     non_negative_int,
+    refuse_unused_flags,
     resolve_category,
     run,
     script_parser,
 )
 from inspectkit.errors import UserError
 from inspectkit.evaluation import evaluate_attempts, predict_folder, trained_results
+from inspectkit.imageio import list_image_files
 from inspectkit.models import resolve_device
-from inspectkit.results import atomic_write, check_output_file, ensure_writable_dir, provenance, write_json
+from inspectkit.names import one_line
+from inspectkit.results import check_output_file, ensure_writable_dir, provenance, write_csv, write_json
+from inspectkit.training import checkpoint_path
+
+CLASSIFY_FLAGS = ("attempt", "images", "split", "csv", "device", "out", "demo")  # --demo: its results folder
+EVALUATE_FLAGS = ("attempt", "category", "data_root", "demo", "device", "out")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,25 +61,37 @@ def classify_images(args: argparse.Namespace) -> None:
     if len(attempts) != 1:
         raise UserError("--images needs one attempt: pass --attempt 1, 2, 3 or 4")
     if args.csv:
-        check_output_file(args.csv, "--csv")
+        check_output_file(args.csv, "--csv", files_read(args, attempts[0].number))
     rows, skipped = predict_folder(Path(args.out), attempts[0].number, args.split, args.images,
                                    resolve_device(args.device))
     for file, reason in skipped:
-        print(f"skipped {file}: {reason}", file=sys.stderr)
-    for row in rows:
-        print(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
+        print(f"skipped {one_line(str(file))}: {reason}", file=sys.stderr)
+    for row in rows:  # one line per image whatever its name holds (a tab or newline would forge a column or row)
+        print(f"{one_line(row['file'])}\t{one_line(row['class'])}\t{row['probability']:.4f}")
     if args.csv:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=["file", "class", "probability"])
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(args.csv, text.getvalue())
+        write_csv(args.csv, rows, ["file", "class", "probability"])
+
+
+def files_read(args: argparse.Namespace, attempt: int) -> dict[Path, str]:
+    """The files ``--images`` mode reads, each with what it is: the checkpoint folder's files (the checkpoint and
+    an anomaly gate's detector) and the images; ``--csv`` must replace none of them."""
+    reads: dict[Path, str] = {}
+    checkpoints = checkpoint_path(Path(args.out), attempt, args.split).parent
+    with contextlib.suppress(OSError):  # a missing folder is reported, with its remedy, when it is read
+        reads.update({path: "a checkpoint file" for path in checkpoints.iterdir()})
+    with contextlib.suppress(OSError):
+        reads.update({path: "an image in --images" for path in list_image_files(Path(args.images))[0]})
+    return reads
 
 
 def main(args: argparse.Namespace) -> None:
+    parser = get_args_parser()
     if args.images is not None:
+        refuse_unused_flags(parser, args, CLASSIFY_FLAGS, "with --images (the checkpoint's own class names are "
+                                                          "used)")
         classify_images(args)
         return
+    refuse_unused_flags(parser, args, EVALUATE_FLAGS, "without --images")
     out = Path(args.out)
     results = trained_results(out, args.attempt)
     category = resolve_category(args)

@@ -26,7 +26,16 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from inspectkit.cli import RESULTS_DEFAULT, add_data_args, data_root_of, resolve_category, run, script_parser, seed
+from inspectkit.cli import (
+    RESULTS_DEFAULT,
+    add_data_args,
+    data_root_of,
+    refuse_unused_flags,
+    resolve_category,
+    run,
+    script_parser,
+    seed,
+)
 from inspectkit.errors import UserError
 from inspectkit.export import (
     FORMATS,
@@ -39,6 +48,7 @@ from inspectkit.export import (
     choose_split,
     export_category,
 )
+from inspectkit.names import one_line
 from inspectkit.results import ensure_writable_dir, provenance, write_json
 
 
@@ -101,18 +111,42 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UserError(f"--box-jitter must be in [0, 1) (got {args.box_jitter})")
 
 
+# The flags of one format: refused when --format leaves that format out.
+FORMAT_FLAGS = {"sam": ("sam_mask", "sam_positive", "sam_negative", "box_jitter"), "coco": ("coco_segmentation",)}
+
+
+def check_format_flags(args: argparse.Namespace, formats: tuple[str, ...]) -> None:
+    for fmt, dests in FORMAT_FLAGS.items():
+        if fmt not in formats:
+            refuse_unused_flags(get_args_parser(), args, set(vars(args)) - set(dests), f"without {fmt} in --format")
+
+
+def check_outside_export(out: Path, results: Path, manifest: Path) -> None:
+    """The export replaces ``out`` as a whole: the split manifest it reads and the results folder it writes must
+    lie outside it, or the swap deletes the one (this run) or the other (the next --overwrite)."""
+    if manifest.is_file() and manifest.resolve().is_relative_to(out):
+        raise UserError(f"the split manifest {manifest} lies inside --out {out}, which the export replaces as a "
+                        "whole; copy it outside first and pass it with --splits")
+    if results.resolve().is_relative_to(out):
+        raise UserError(f"--results {results} lies inside --out {out}, which the export replaces as a whole; "
+                        "choose a --results folder outside it")
+
+
 def main(args: argparse.Namespace) -> dict:
     check_numbers(args)
     formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
+    check_format_flags(args, formats)
     category = resolve_category(args, progress=not args.no_progress)
     out_as_given = str(args.out or Path("exports") / category.name)
     out = check_out_dir(out_as_given, category.root, args.overwrite)
     check_link_mode(args.link, category.root, out.parent, resize=args.imgsz is not None)
-    results = ensure_writable_dir(args.results, "--results")
     if args.splits is not None and not Path(args.splits).is_file():
         raise UserError(f"--splits {args.splits} is not a file; pass a split manifest made by train.py, "
                         "or leave --splits out to make a new split")
-    split = choose_split(category, Path(args.splits or results / f"splits_{category.name}.json"), args.seed)
+    manifest = Path(args.splits or Path(args.results) / f"splits_{category.name}.json")
+    check_outside_export(out, Path(args.results), manifest)
+    results = ensure_writable_dir(args.results, "--results")
+    split = choose_split(category, manifest, args.seed)
 
     options = ExportOptions(formats=formats, **{f.name: getattr(args, f.name) for f in fields(ExportOptions)
                                                 if f.name != "formats"})
@@ -122,7 +156,7 @@ def main(args: argparse.Namespace) -> dict:
     path = write_json(results / f"export_{category.name}.json", summary)
 
     for skipped in summary["images"]["skipped_files"]:
-        print(f"warning: skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
+        print(f"warning: skipped {one_line(skipped['file'])}: {skipped['reason']}", file=sys.stderr)
     instances = summary["instances"]
     per_class = ", ".join(f"{name} {n}" for name, n in instances["per_class"].items())
     print(f"{instances['total']} instances ({per_class}) in {summary['images']['with_instances']} defect images, "

@@ -25,6 +25,7 @@ from inspectkit.cli import (
     add_device_arg,
     add_out_arg,
     check_demo_flags,
+    refuse_unused_flags,
     run,
     script_parser,
 )
@@ -138,10 +139,17 @@ def summary_rows(out: Path, category: str | None, timings: dict[str, float], rep
     return [(step, timings[step], headline.get(step, "")) for step in STEPS if step in timings]
 
 
+# The flags only some steps read: refused when --only leaves out every one of those steps.
+STEP_FLAGS = {"arch": ("train", "anomaly"), "weights": ("train", "anomaly"), "device": ("train", "evaluate", "anomaly"),
+              "name": ("report",), "student_id": ("report",)}
+
+
 def main(args: argparse.Namespace) -> dict:
     check_demo_flags(args)  # as each script does: --demo with --data-root or --category is refused, not ignored
-    out = ensure_writable_dir(args.out)
     steps = args.only or list(STEPS)
+    idle = {dest for dest, readers in STEP_FLAGS.items() if not set(readers) & set(steps)}
+    refuse_unused_flags(get_args_parser(), args, set(vars(args)) - idle, f"with --only {' '.join(steps)}")
+    out = ensure_writable_dir(args.out)
     timings: dict[str, float] = {}
     report = None
     start = time.perf_counter()

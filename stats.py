@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 from inspectkit import download
-from inspectkit.cli import add_data_args, add_out_arg, resolve_category, run, script_parser
+from inspectkit.cli import add_data_args, add_out_arg, refuse_unused_flags, resolve_category, run, script_parser
 from inspectkit.data import list_categories, resolve_data_root
 from inspectkit.errors import UserError
 from inspectkit.figures.stats import counts_bar_chart, samples_grid
+from inspectkit.names import one_line
 from inspectkit.results import ensure_writable_dir, provenance, write_json
 from inspectkit.stats import category_stats, format_table
 
@@ -52,14 +53,16 @@ def stats_for(args: argparse.Namespace, category_name: str | None) -> dict:
     print(format_table(stats))
     if category.skipped_files:
         print(f"warning: skipped {len(category.skipped_files)} non-image or hidden files "
-              f"(e.g. {category.skipped_files[0]})", file=sys.stderr)
-    for problem in category.problems:
-        print(f"problem: {problem['file']}: {problem['problem']}", file=sys.stderr)
+              f"(e.g. {one_line(str(category.skipped_files[0]))})", file=sys.stderr)
+    for problem in category.problems:  # one line each, whatever the file's name holds
+        print(f"problem: {one_line(problem['file'])}: {one_line(problem['problem'])}", file=sys.stderr)
     print(f"wrote {out / f'stats_{category.name}.json'}")
     return stats
 
 
 def main(args: argparse.Namespace) -> list[dict]:
+    if not args.download:
+        refuse_unused_flags(get_args_parser(), args, set(vars(args)) - {"url", "sha256"}, "without --download")
     ensure_writable_dir(args.out)
     if args.download:
         if args.demo:
@@ -78,7 +81,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                 records.append(stats_for(args, name))
             except UserError as exc:
                 broken.append({"category": name, "problem": str(exc)})
-                print(f"problem: category {name} skipped: {exc}", file=sys.stderr)
+                print(f"problem: category {one_line(name)} skipped: {one_line(str(exc))}", file=sys.stderr)
         if not records:
             raise UserError(f"no category under {root} could be read; first: {broken[0]['problem']}")
         overview = {

@@ -1,14 +1,17 @@
 """What every script shares at its boundary: common flags, resolving the data (or the demo), and exit codes.
 
 Scripts build their parser with ``script_parser(__doc__)`` (the docstring's examples become the --help epilog) and
-call ``run(main, get_args_parser())``: a ``UserError`` becomes one line on stderr and exit code 2.
+call ``run(main, get_args_parser())``: a ``UserError`` becomes one line on stderr and exit code 2, on a line of its
+own even while a progress bar is drawn. A flag that does nothing in the chosen mode is refused by
+``refuse_unused_flags`` rather than ignored.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .data import (
@@ -21,6 +24,7 @@ from .data import (
     load_category,
 )
 from .errors import UserError
+from .names import VISIBLE_ERRORS, one_line
 
 DEFAULT_OUT = "results"
 DEMO_OUT = "results/demo"
@@ -76,7 +80,7 @@ class _DemoAction(argparse.Action):
         setattr(namespace, self.dest, True)
         for name, value in vars(namespace).items():  # --out, and export_labels.py's --results
             if isinstance(value, _DefaultOut):
-                setattr(namespace, name, DEMO_OUT)
+                setattr(namespace, name, _DefaultOut(DEMO_OUT))  # still a default: the user gave no --out
 
 
 WEIGHTS_HELP = ("imagenet (torchvision's weights API; needs internet or its cache), none (random init), "
@@ -181,18 +185,111 @@ def data_root_of(category: Category) -> Path:
     return category.root.parent
 
 
+def flag_given(parser: argparse.ArgumentParser, args: argparse.Namespace, dest: str) -> bool:
+    """Whether the user changed ``dest`` from its default (a default redirected by --demo still counts as one)."""
+    value = getattr(args, dest, None)
+    if isinstance(value, _DefaultOut | _DefaultWeights):
+        return False
+    return value != parser.get_default(dest)
+
+
+def _flag_name(action: argparse.Action) -> str:
+    """The flag as the help shows it first among its long spellings (``--sam-positive``, not its alias)."""
+    return next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+
+
+def refuse_unused_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, used: Iterable[str],
+                        mode: str) -> None:
+    """Refuse, in one line naming it, a flag the user gave that does nothing in the chosen ``mode`` (e.g. "with
+    --load and --images"): every optional argument whose ``dest`` is not in ``used`` and whose value differs from
+    its argparse default. Without this, a typo'd plan (``--false-alarm 0.3`` when scoring with a saved detector)
+    runs to the end and silently uses something else."""
+    used = set(used) | {"help"}
+    unused = [_flag_name(action) for action in parser._actions
+              if action.option_strings and action.dest not in used and action.default is not argparse.SUPPRESS
+              and flag_given(parser, args, action.dest)]
+    if unused:
+        flags = " and ".join([", ".join(unused[:-1]), unused[-1]] if len(unused) > 1 else unused)
+        raise UserError(f"{flags} {'does' if len(unused) == 1 else 'do'} nothing {mode}; drop "
+                        f"{'it' if len(unused) == 1 else 'them'}")
+
+
+def close_progress_bars() -> None:
+    """Close every open tqdm bar, so that what is printed next starts on a line of its own (a bar's line is
+    finished or cleared, never left for an error message to be glued to)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        with contextlib.suppress(Exception):  # a bar whose stream is gone: nothing left to tidy
+            bar.close()
+
+
+def _tolerant_streams() -> None:
+    """stdout and stderr show a name that is not UTF-8 as the files do (``caf\\xe9.png``, ``names.VISIBLE_ERRORS``)
+    rather than fail on it: printing such a name in a UTF-8 locale raises otherwise, after all the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", "strict") == "strict":
+            with contextlib.suppress(ValueError, OSError):  # a stream that cannot change it now keeps its own
+                stream.reconfigure(errors=VISIBLE_ERRORS)
+
+
+class _LineTracker:
+    """A text stream (stderr) that keeps every message on a line of its own: a progress bar leaves its line open
+    (it redraws it after a carriage return), so text that is not a bar's (a warning, an error) and would continue
+    that line starts a new one instead; in a log, the bar and the message are two lines, not one."""
+
+    BAR_START = ("\r", "\n", "\x1b")  # how tqdm's writes begin: a redraw, a move to another line, a cursor move
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.at_line_start = True
+        self.bar_line_open = False
+
+    def write(self, text: str) -> int:
+        if not text:
+            return self.stream.write(text)
+        if self.bar_line_open and not text.startswith(self.BAR_START):
+            self.stream.write("\n")
+        self.bar_line_open = (text.startswith("\r") and not text.endswith("\n")) or (
+            self.bar_line_open and text.startswith("\x1b") and not text.endswith("\n"))
+        self.at_line_start = text.endswith("\n")
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _report(stream: _LineTracker, message: str) -> None:
+    """``message`` on a line of its own: open progress bars closed first, and a line a bar left open ended."""
+    close_progress_bars()
+    if not stream.at_line_start:
+        stream.write("\n")
+    print(message, file=stream)
+
+
 def run(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
     """Parse ``argv``, check ``--category`` is a plain folder name, and call ``main``; a UserError exits with its
-    code (2 for bad input) and one line, Ctrl-C exits 130."""
+    code (2 for bad input) and one line (on a line of its own, whatever was drawn before and whatever the names
+    in it hold), Ctrl-C exits 130."""
+    _tolerant_streams()
     args = parser.parse_args(argv)
+    stderr = sys.stderr = _LineTracker(sys.stderr)  # progress bars and messages alike write through it
     try:
         if getattr(args, "category", None) is not None:  # every script's --category, before any work
             check_category_name(args.category)
         main(args)
     except UserError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        _report(stderr, f"{parser.prog}: error: {one_line(str(exc))}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        _report(stderr, f"{parser.prog}: interrupted")
         sys.exit(130)
+    except BaseException:
+        close_progress_bars()  # a traceback, too, starts on a line of its own
+        if not stderr.at_line_start:
+            stderr.write("\n")
+        raise
+    finally:
+        if sys.stderr is stderr:
+            sys.stderr = stderr.stream

@@ -21,6 +21,7 @@ from typing import Any
 from .errors import UserError
 from .evaluation import best_attempt
 from .metrics import paired_differences
+from .names import visible_text
 from .results import REPO_ROOT, atomic_write, git_commit, read_json
 
 TEMPLATES_DIR = REPO_ROOT / "templates"
@@ -594,8 +595,9 @@ def _environment():
 
 
 def render_html(context: dict) -> str:
-    """The report as one HTML string (templates/report.html.j2 and its partials)."""
-    return _environment().get_template("report.html.j2").render(**context)
+    """The report as one HTML string (templates/report.html.j2 and its partials), in its visible form: a name that
+    is not UTF-8 (from the results, or from --name) shows as ``\\xNN``, which the HTML and PDF writers accept."""
+    return visible_text(_environment().get_template("report.html.j2").render(**context))
 
 
 README_START = "<!-- results:start -->"
@@ -676,17 +678,32 @@ class Rendered:
     document: Any
     figure_scale: float
     word_counts: dict[str, int]
+    base: Any = None  # what keeps the document's base folder reachable until it is written (see _base_folder)
 
     @property
     def pages(self) -> int:
         return len(self.document.pages)
 
 
-def _render_document(html: str, base_url: Path):
+def _base_folder(results: Path) -> tuple[str, Any]:
+    """The folder WeasyPrint resolves the figures against, and what must live as long as the document (it loads
+    the figures when the PDF is written). A results folder whose name is not UTF-8 is reached through a link with a
+    plain name: WeasyPrint turns the base into a URL and back into another name, and would draw no figure."""
+    import tempfile
+
+    if visible_text(str(results)) == str(results):
+        return str(results), None
+    folder = tempfile.TemporaryDirectory(prefix="inspectkit-report-")  # removed when the document is dropped
+    link = Path(folder.name) / "results"
+    link.symlink_to(results.resolve(), target_is_directory=True)
+    return str(link), folder
+
+
+def _render_document(html: str, base: str):
     from weasyprint import CSS, HTML
 
     stylesheet = CSS(filename=str(TEMPLATES_DIR / "report.css"))
-    return HTML(string=html, base_url=str(base_url)).render(stylesheets=[stylesheet])
+    return HTML(string=html, base_url=base).render(stylesheets=[stylesheet])
 
 
 def overflowing_section(document) -> str:
@@ -712,16 +729,16 @@ def render_report(context: dict, base_url: str | os.PathLike) -> Rendered:
 
     The word counts go into the context (the closing line shows them), so each layout is rendered twice.
     """
-    base_url = Path(base_url)
+    base, keep = _base_folder(Path(base_url))
     document = html = None
     counts: dict[str, int] = {}
     for scale in FIGURE_SCALES:
         context = {**context, "figure_scale": scale}
         counts = word_counts(render_html(context))
         html = render_html({**context, "word_counts": counts})
-        document = _render_document(html, base_url)
+        document = _render_document(html, base)
         if len(document.pages) <= MAX_PAGES:
-            return Rendered(html, document, scale, counts)
+            return Rendered(html, document, scale, counts, keep)
     raise PageBudgetError(f"the report has {len(document.pages)} pages even with figures at "
                           f"{int(FIGURE_SCALES[-1] * 100)} %; {overflowing_section(document)} runs past "
                           f"page {MAX_PAGES}: shorten it")

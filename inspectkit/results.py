@@ -1,10 +1,18 @@
-"""Reading and writing result JSON atomically, and the provenance block every result carries."""
+"""Reading and writing results atomically (JSON, CSV, text, bytes), the checks on output paths made before any work,
+and the provenance block every result carries.
+
+Text written here is always valid UTF-8: a name that is not (a file named with a Latin-1 byte) is written in its
+visible form (``names.visible_text``: ``caf\\xe9.png``). CSV cells that a spreadsheet would run as a formula are
+neutralised (``csv_cell``).
+"""
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import functools
 import hashlib
+import io
 import json
 import os
 import platform
@@ -12,13 +20,15 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import UserError
+from .names import visible_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMP_PREFIX_CHARS = 40  # of the file's name in its temporary name: at most 160 bytes, so it fits where the file does
 
 
 def ensure_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
@@ -39,9 +49,10 @@ def ensure_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return out
 
 
-def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+def check_output_file(path: str | os.PathLike, flag: str, reads: Iterable[str | os.PathLike] = ()) -> Path:
     """Check, before any work, that the file an output flag (``--csv``) names can be written: not a folder, in a
-    folder that exists. A UserError naming ``flag`` otherwise."""
+    folder that exists, and not one of the files the command ``reads`` (``check_not_input``). A UserError naming
+    ``flag`` otherwise."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder; give a file path, e.g. {path / 'predictions.csv'}")
@@ -51,12 +62,41 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
         raise UserError(f"{flag} {path}: the folder {parent} {what}; create it or choose another path")
     if not os.access(parent, os.W_OK):
         raise UserError(f"{flag} {path}: the folder {parent} is not writable; choose another path")
+    check_not_input(path, reads, flag)
     return path
+
+
+def _file_id(path: str | os.PathLike, follow: bool) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path) if follow else os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def check_not_input(outputs: str | os.PathLike | Iterable[str | os.PathLike],
+                    reads: Iterable[str | os.PathLike] | Mapping[str | os.PathLike, str], flag: str) -> None:
+    """Refuse outputs that would replace a file the same command reads (the detector, weights, images, results):
+    a UserError naming ``flag`` (the option, or the output's role) when a directory entry one of ``outputs`` names
+    is one of ``reads``, whatever the spelling (relative, ``..``, a symbolic link to it, a hard link). ``reads``
+    may map each path to what it is for the message (``"the --load detector"``). Each path is looked at once, so
+    thousands of images cost thousands of ``stat`` calls, not their square."""
+    outputs = [outputs] if isinstance(outputs, str | os.PathLike) else list(outputs)
+    # a write replaces the entry itself (atomic_write's rename), so a symbolic link there is not its target
+    existing = {key: output for output in outputs if (key := _file_id(output, follow=False)) is not None}
+    if not existing:
+        return  # nothing there yet: nothing to replace
+    roles = reads if isinstance(reads, Mapping) else {}
+    for source in reads:
+        if (key := _file_id(source, follow=True)) in existing:
+            what = roles.get(source, "a file")
+            raise UserError(f"{flag} {existing[key]} would replace {what} ({source}) that this command reads; "
+                            "choose another path")
 
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
-        return str(obj)
+        return visible_text(str(obj))
     if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
         return obj.tolist()
     if hasattr(obj, "item"):
@@ -85,13 +125,16 @@ def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[Binar
     """Write ``content`` (bytes, text as UTF-8, or a function writing to a binary file) to ``path`` through a
     uniquely named temporary file in the same folder and an atomic rename: readers see the old file or the
     whole new one, and two processes writing the same path never share a temporary file. The file gets the
-    mode a plain ``open`` would (0o666 less the umask). A path that cannot be written raises ``UnwritablePath``."""
+    mode a plain ``open`` would (0o666 less the umask). Text is written as UTF-8 in its visible form (a byte of a
+    name that is not UTF-8 as ``\\xNN``, see ``names.visible_text``). A path that cannot be written raises
+    ``UnwritablePath``."""
     path = Path(path)
     if path.is_dir():
         raise UnwritablePath(f"cannot write {path}: it is a folder; remove it or choose another path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # the temporary name starts like the file's, cut so that it is never longer than a name that fits
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:TEMP_PREFIX_CHARS]}.", suffix=".tmp")
     except (FileExistsError, NotADirectoryError):
         raise UnwritablePath(f"cannot write {path}: a parent of it is a file, not a folder") from None
     except OSError as exc:
@@ -101,7 +144,7 @@ def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[Binar
             if callable(content):
                 content(fh)
             else:
-                fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+                fh.write(visible_text(content).encode("utf-8") if isinstance(content, str) else content)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException as exc:
@@ -112,10 +155,64 @@ def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[Binar
     return path
 
 
+def _visible_data(data: Any) -> Any:
+    """``data`` with every string (keys too) in its visible form; other values as they are."""
+    if isinstance(data, str):
+        return visible_text(data)
+    if isinstance(data, dict):
+        return {_visible_data(k): _visible_data(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_visible_data(v) for v in data]
+    return data
+
+
+def json_text(data: Any, indent: int | None = 2) -> str:
+    """``data`` as JSON text (ASCII, no NaN): every string in its visible form, so that a name that is not UTF-8
+    reads as ``caf\\xe9.png`` rather than as a lone surrogate escape that strict JSON readers refuse."""
+    text = json.dumps(data, indent=indent, default=_json_default, allow_nan=False)
+    if "\\ud" in text:  # a surrogate escape (or a name holding that text): redo with the strings made visible
+        text = json.dumps(_visible_data(data), indent=indent, default=_json_default, allow_nan=False)
+    return text
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write `data` as indented JSON through ``atomic_write``."""
-    text = json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n"
-    return atomic_write(path, text)
+    """Write `data` as indented JSON (``json_text``) through ``atomic_write``."""
+    return atomic_write(path, json_text(data) + "\n")
+
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV-injection list
+CSV_QUOTE = "'"
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV cell that a spreadsheet shows as text and never runs as a formula: a string starting with
+    ``= + - @``, tab or carriage return gets a leading ``'`` (spreadsheets hide it), and so does one starting with
+    ``'`` itself, so the original is always recoverable: a cell that starts with ``'`` is the original with one
+    ``'`` added; drop it. Numbers (``-0.12``) stay numbers; None is an empty cell."""
+    if isinstance(value, str):
+        value = visible_text(value)
+        if value.startswith((*CSV_FORMULA_START, CSV_QUOTE)):
+            return CSV_QUOTE + value
+    return value
+
+
+def csv_original(cell: str) -> str:
+    """The value ``csv_cell`` was given, from the text of its cell (the inverse, for a reader of our CSV)."""
+    return cell[1:] if cell.startswith(CSV_QUOTE) else cell
+
+
+def csv_text(rows: Iterable[dict], fieldnames: list[str]) -> str:
+    """``rows`` as CSV text with a header: every cell through ``csv_cell``. The one way the toolkit writes CSV."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+    return text.getvalue()
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str]) -> Path:
+    """Write ``rows`` (``csv_text``) through ``atomic_write``."""
+    return atomic_write(path, csv_text(rows, fieldnames))
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -4,6 +4,7 @@ view, the logit-adjusted loss, ``train_one_epoch`` / ``evaluate`` loops, early s
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections import Counter
@@ -216,7 +217,46 @@ def load_checkpoint(path: Path, remake: str = "python train.py (with the flags u
                         f"{remake}") from None
     if (problem := schema_problem(checkpoint, CHECKPOINT_FIELDS)) is not None:
         raise UserError(f"{path} is not a train.py checkpoint: {problem}; make it again with: {remake}")
+    if (problem := _model_problem(checkpoint)) is not None:
+        raise UserError(f"checkpoint {path} is damaged ({problem}); make it again with: {remake}")
     return checkpoint
+
+
+def _model_problem(checkpoint: dict) -> str | None:
+    """Whether the weights fit the classifier the checkpoint's arch, config and class names describe (every
+    tensor's name, shape and dtype, and no NaN), so that parts that disagree are refused here, not by a crash in
+    ``load_state_dict`` or a wrong class name later."""
+    names = checkpoint["class_names"]
+    if not names or not all(isinstance(name, str) for name in names):
+        return "its class names are not a list of names"
+    config = checkpoint["config"]
+    try:
+        wanted = _model_layout(checkpoint["arch"], len(names), config["train_levels"], config["head"],
+                               config["head_hidden"], float(config["head_dropout"]))
+    except (UserError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        return f"its arch and config do not describe a classifier: {str(exc).splitlines()[0][:100]}"
+    model = checkpoint["model"]
+    if set(model) != set(wanted):
+        odd = sorted(set(model) ^ set(wanted))
+        return f"its weights do not match {checkpoint['arch']} with {len(names)} classes (e.g. {odd[0]})"
+    for key, tensor in model.items():
+        if not isinstance(tensor, torch.Tensor) or (tuple(tensor.shape), tensor.dtype) != wanted[key]:
+            shown = f"{tensor.dtype} {tuple(tensor.shape)}" if isinstance(tensor, torch.Tensor) else "not a tensor"
+            return f"weight {key} is {shown}, not {wanted[key][1]} {wanted[key][0]} ({len(names)} classes)"
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return f"weight {key} holds NaN or infinity"
+    return None
+
+
+@functools.cache
+def _model_layout(arch: str, classes: int, train_levels: int, head: str, head_hidden: int,
+                  head_dropout: float) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Each tensor's (shape, dtype) of the classifier these settings build, built on torch's ``meta`` device (no
+    memory, no compute) and once per settings."""
+    with torch.device("meta"):
+        model, _ = build_classifier(arch, "none", classes, train_levels=train_levels, head=head,
+                                    head_hidden=head_hidden, head_dropout=head_dropout)
+    return {key: (tuple(tensor.shape), tensor.dtype) for key, tensor in model.state_dict().items()}
 
 
 def read_attempt_result(path: Path, out: Path) -> dict:

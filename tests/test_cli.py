@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import pytest
 
@@ -130,3 +132,80 @@ def test_non_negative_int_and_seed_types():
             cli.non_negative_int(bad)
     with pytest.raises(argparse.ArgumentTypeError, match="below 2"):
         cli.seed(str(2**32))
+
+
+# -- flags that do nothing, errors on their own line, names that would break a line ----------------------------------
+
+def _toy_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toy.py")
+    parser.add_argument("--load")
+    parser.add_argument("--false-alarm", type=float, default=0.01)
+    parser.add_argument("--coreset-ratio", type=float, default=0.02)
+    parser.add_argument("--sam-positive", "--sam-points", type=int, default=3)
+    cli.add_out_arg(parser)
+    cli.add_data_args(parser)
+    return parser
+
+
+def test_flags_that_do_nothing_in_the_chosen_mode_are_named_and_refused():
+    parser = _toy_parser()
+    used = {"load", "out", "demo"}
+    cli.refuse_unused_flags(parser, parser.parse_args(["--load", "d.pt", "--demo"]), used, "when scoring")
+    cli.refuse_unused_flags(parser, parser.parse_args(["--load", "d.pt", "--false-alarm", "0.01"]), used,
+                            "when scoring")  # the default value typed out changes nothing
+    with pytest.raises(UserError, match=r"^--false-alarm and --coreset-ratio do nothing when scoring; drop them$"):
+        cli.refuse_unused_flags(parser, parser.parse_args(["--false-alarm", "0.3", "--coreset-ratio", "0.5"]),
+                                used, "when scoring")
+    with pytest.raises(UserError, match=r"^--sam-positive does nothing when scoring; drop it$"):
+        cli.refuse_unused_flags(parser, parser.parse_args(["--sam-points", "5"]), used, "when scoring")
+    with pytest.raises(UserError, match="--out"):
+        cli.refuse_unused_flags(parser, parser.parse_args(["--out", "x"]), {"load"}, "when exporting")
+    cli.refuse_unused_flags(parser, parser.parse_args(["--demo"]), {"demo"}, "when exporting")  # its --out default
+
+
+def test_an_error_starts_on_its_own_line_after_an_open_progress_bar(capsys):
+    from tqdm import tqdm
+
+    def main(args):
+        bar = tqdm(total=3, desc="checkpoints", file=sys.stderr)  # left open, as a crashing loop leaves it
+        bar.update(1)
+        raise UserError("no checkpoint x.pt")
+
+    with pytest.raises(SystemExit) as exc:
+        run(main, argparse.ArgumentParser(prog="evaluate.py"), [])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    lines = err.split("\n")  # as a log viewer or grep sees it: a carriage return does not start a line
+    assert [line for line in lines if "error:" in line] == ["evaluate.py: error: no checkpoint x.pt"]
+    assert not list(tqdm._instances)  # the bar was closed, not left to redraw over the message
+
+
+def test_an_error_naming_odd_files_stays_one_line_and_prints(capsys):
+    name = os.fsdecode(b"caf\xe9\n.png")
+
+    def main(args):
+        print(f"scoring {name}")  # a strict UTF-8 stream (capsys') would raise on it
+        raise UserError(f"cannot read {name}")
+
+    with pytest.raises(SystemExit):
+        run(main, argparse.ArgumentParser(prog="x.py"), [])
+    out, err = capsys.readouterr()
+    assert out == "scoring caf\\xe9\n.png\n"
+    assert err == "x.py: error: cannot read caf\\xe9\\x0a.png\n"
+
+
+def test_a_warning_after_a_progress_bar_is_a_line_of_its_own_and_bars_keep_their_lines(capsys):
+    from tqdm import tqdm
+
+    def main(args):
+        for _ in tqdm(range(3), desc="checking", file=sys.stderr, leave=False):
+            pass
+        print("warning: skipped a.png", file=sys.stderr)
+        for _ in tqdm(range(2), desc="scoring", file=sys.stderr):  # leave=True: it ends its own line
+            pass
+        print("problem: b.png", file=sys.stderr)
+
+    run(main, argparse.ArgumentParser(prog="x.py"), [])
+    lines = capsys.readouterr().err.split("\n")
+    assert "warning: skipped a.png" in lines and "problem: b.png" in lines
+    assert "" not in lines[:-1]  # no blank line added after a bar that ended its line itself

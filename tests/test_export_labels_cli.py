@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -106,3 +107,53 @@ def test_a_results_path_that_cannot_be_a_folder_names_results(results, says, syn
 def test_a_negative_seed_is_refused_naming_the_flag(synthetic_root, tmp_path, capsys):
     code, _, err = _run([*_args(synthetic_root, tmp_path), "--seed", "-3"], capsys)
     assert code == 2 and "argument --seed: must be >= 0, got -3" in err
+
+
+# -- issue 21: names that are not UTF-8, flags of formats not chosen, files inside the folder the export replaces ----
+
+def test_names_that_are_not_utf8_export_and_round_trip_through_a_saved_split(editable_root, tmp_path, capsys):
+    cat = editable_root / "demo"
+    os.rename(cat / "test" / "hole" / "000.png", os.fsencode(cat / "test" / "hole") + b"/tr\xe9s.png")
+    os.rename(cat / "ground_truth" / "hole" / "000_mask.png",
+              os.fsencode(cat / "ground_truth" / "hole") + b"/tr\xe9s_mask.png")
+    code, _, err = _run(_args(editable_root, tmp_path, "--format", "coco", "sam"), capsys)
+    assert code == 0, err
+    out = tmp_path / "out"
+    coco = [json.loads(p.read_bytes().decode("utf-8")) for p in (out / "coco" / "annotations").glob("*.json")]
+    names = [image["file_name"] for data in coco for image in data["images"]]
+    assert "test__hole__tr%E9s.png" in names  # the file on disk has this plain UTF-8 name too
+    assert all((out / "coco" / "images").rglob(name) for name in names)
+    lines = [json.loads(line) for p in (out / "sam").glob("*.jsonl")
+             for line in p.read_bytes().decode("utf-8").splitlines()]
+    assert "test/hole/tr\\xe9s.png" in {line["source_file"] for line in lines}
+    manifest = tmp_path / "splits_demo.json"
+    shutil.copy(out / "splits_demo.json", manifest)  # written in visible form; read back, it still matches
+    code, _, err = _run([*_args(editable_root, tmp_path, "--format", "coco"), "--out", str(tmp_path / "again"),
+                         "--splits", str(manifest)], capsys)
+    assert code == 0, err
+    assert "not in the split manifest" not in err
+    summary = json.loads((tmp_path / "again" / "export_summary.json").read_text())
+    assert summary["instances"]["total"] == 15
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--format", "coco", "--sam-mask", "rle"], "--sam-mask does nothing without sam in --format"),
+    (["--format", "yolo", "--sam-points", "5", "--box-jitter", "0.1"],
+     "--sam-positive and --box-jitter do nothing without sam in --format"),
+    (["--format", "sam", "--coco-segmentation", "rle"], "--coco-segmentation does nothing without coco"),
+])
+def test_flags_of_a_format_not_written_are_refused(extra, message, synthetic_root, tmp_path, capsys):
+    code, _, err = _run(_args(synthetic_root, tmp_path, *extra), capsys)
+    assert code == 2 and message in err and not (tmp_path / "out").exists()
+
+
+def test_a_split_manifest_or_results_inside_the_replaced_export_are_refused(synthetic_root, tmp_path, capsys):
+    code, _, err = _run(_args(synthetic_root, tmp_path, "--format", "yolo"), capsys)
+    assert code == 0, err
+    manifest = tmp_path / "out" / "splits_demo.json"
+    code, _, err = _run(_args(synthetic_root, tmp_path, "--format", "yolo", "--overwrite", "--splits", str(manifest)),
+                        capsys)
+    assert code == 2 and "lies inside --out" in err and manifest.is_file()
+    code, _, err = _run([*_args(synthetic_root, tmp_path, "--format", "yolo", "--overwrite"), "--results",
+                         str(tmp_path / "out" / "results")], capsys)
+    assert code == 2 and "--results" in err and "lies inside --out" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -305,3 +306,13 @@ def test_q3_says_whether_the_rarest_class_recall_moved(tmp_path):
     _build(folder)
     html = " ".join((folder / "report.html").read_text().split())
     assert f"the rarest, {rarest}, stayed at {before:.2f}." in html
+
+
+def test_names_that_are_not_utf8_reach_the_html_and_the_pdf_with_its_figures(tmp_path):
+    """An author name typed in a Latin-1 terminal arrives as a lone surrogate (os.fsdecode of argv), which neither
+    the HTML writer nor WeasyPrint could take; a results folder so named left the PDF without figures."""
+    folder = make_results(tmp_path / os.fsdecode(b"r\xe9sultats"))
+    summary = _build(folder, "--name", os.fsdecode(b"Jos\xe9 =1+1"))
+    assert "Jos\\xe9 =1+1" in (folder / "report.html").read_bytes().decode("utf-8")
+    assert "Jos\\xe9" in _pdf_text(summary["paths"]["pdf"])
+    assert sum(len(page.images) for page in PdfReader(summary["paths"]["pdf"]).pages) >= 2

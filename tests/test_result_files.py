@@ -3,6 +3,7 @@ again; folders of images follow one policy (skip, list, go on); output paths tha
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
@@ -18,7 +19,7 @@ import train
 from inspectkit import report
 from inspectkit.cli import run
 from inspectkit.errors import UserError
-from inspectkit.results import read_result, write_json
+from inspectkit.results import CSV_FORMULA_START, read_result, write_json
 from tests.imagefiles import write_png_claiming
 
 
@@ -172,3 +173,70 @@ def test_report_results_that_is_a_file_says_so(tmp_path):
     (tmp_path / "results").write_text("")
     with pytest.raises(UserError, match=r"--results .*results is a file, not a folder"):
         report.collect_inputs(tmp_path / "results")
+
+
+# -- issue 21: an error after a progress bar, outputs over inputs, formula-like names, flags that do nothing ---------
+
+def test_a_missing_checkpoint_error_starts_its_own_line(results_copy, synthetic_root, capsys):
+    (results_copy / "checkpoints" / "attempt_2" / "split_0.pt").unlink()
+    code, _, stderr = _evaluate(["--category", "demo", "--data-root", str(synthetic_root), "--out",
+                                 str(results_copy)], capsys)
+    assert code == 2 and "checkpoints" in stderr  # the bar was drawn
+    errors = [line for line in stderr.split("\n") if "error:" in line]  # lines as a log file has them
+    assert len(errors) == 1 and errors[0].split(": error: ")[1].startswith("no checkpoint")
+    assert " " not in errors[0].split(": error: ")[0]  # nothing before the program's name on its line
+
+
+def test_csv_cells_from_a_formula_like_folder_are_text_and_no_input_is_replaced(trained_one, synthetic_root, tmp_path,
+                                                                                monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "=1+2"  # given as a relative path, every file cell starts with it
+    folder.mkdir()
+    for i, name in enumerate(["@a.png", "b\tc.png", "d.png"]):
+        Image.open(synthetic_root / f"demo/test/hole/00{i}.png").save(folder / name)
+    code, stdout, stderr = _evaluate(["--attempt", "2", "--images", "=1+2", "--csv", "p.csv",
+                                      "--out", str(trained_one)], capsys)
+    assert code == 0, stderr
+    with open("p.csv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    assert sorted(row[0] for row in rows) == ["'=1+2/@a.png", "'=1+2/b\tc.png", "'=1+2/d.png"]
+    assert all(not cell.startswith(CSV_FORMULA_START) for row in rows for cell in row)
+    assert len(stdout.splitlines()) == 3 and all(line.count("\t") == 2 for line in stdout.splitlines())
+    before = (folder / "d.png").read_bytes()
+    code, _, stderr = _evaluate(["--attempt", "2", "--images", "=1+2", "--csv", "=1+2/d.png",
+                                 "--out", str(trained_one)], capsys)
+    assert code == 2 and "--csv =1+2/d.png would replace an image in --images" in stderr
+    checkpoint = trained_one / "checkpoints" / "attempt_2" / "split_0.pt"
+    code, _, stderr = _evaluate(["--attempt", "2", "--images", "=1+2", "--csv", str(checkpoint),
+                                 "--out", str(trained_one)], capsys)
+    assert code == 2 and "would replace a checkpoint file" in stderr
+    assert (folder / "d.png").read_bytes() == before and torch.load(checkpoint, weights_only=True)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--images", "x", "--category", "demo"], "--category does nothing with --images"),
+    (["--csv", "p.csv"], "--csv does nothing without --images"),
+    (["--split", "1"], "--split does nothing without --images"),
+])
+def test_evaluate_refuses_flags_its_mode_ignores(argv, says, trained_one, capsys):
+    code, _, stderr = _evaluate([*argv, "--out", str(trained_one)], capsys)
+    assert code == 2 and says in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda c: c.update(class_names=[*c["class_names"], "extra"]), "(4, 256), not torch.float32 (5, 256)"),
+    (lambda c: c["model"].update({k: v.half() for k, v in list(c["model"].items())[:1]}), "is torch.float16"),
+    (lambda c: c["model"].update({k: torch.full_like(v, float("nan")) for k, v in list(c["model"].items())[:1]}),
+     "holds NaN"),
+    (lambda c: c["config"].update(head="nonsense"), "do not describe a classifier"),
+])
+def test_a_checkpoint_whose_parts_disagree_names_itself(damage, says, results_copy, synthetic_root, capsys):
+    """Weights that do not fit the checkpoint's own class names or config used to end in a RuntimeError."""
+    path = results_copy / "checkpoints" / "attempt_2" / "split_0.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    damage(checkpoint)
+    torch.save(checkpoint, path)
+    code, _, stderr = _evaluate(["--attempt", "2", "--images", str(synthetic_root / "demo" / "test" / "hole"),
+                                 "--out", str(results_copy)], capsys)
+    assert code == 2 and "Traceback" not in stderr
+    assert f"checkpoint {path} is damaged" in stderr and says in stderr

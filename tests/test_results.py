@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 
 import numpy as np
 import pytest
 
 from inspectkit.errors import UserError
-from inspectkit.results import ensure_writable_dir, provenance, read_json, write_json
+from inspectkit.names import original_text
+from inspectkit.results import (
+    CSV_FORMULA_START,
+    atomic_write,
+    check_not_input,
+    check_output_file,
+    csv_cell,
+    csv_original,
+    ensure_writable_dir,
+    provenance,
+    read_json,
+    write_csv,
+    write_json,
+)
 
 
 def test_write_json_round_trips_numpy_and_leaves_no_temp_files(tmp_path):
@@ -126,3 +141,63 @@ def test_sha256_file_matches_hashlib(tmp_path):
     data = bytes(range(256)) * 5000
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f", chunk=4096) == hashlib.sha256(data).hexdigest()
+
+
+# -- names that are not UTF-8, spreadsheet formulas, long names, outputs over inputs ---------------------------------
+
+HOSTILE = ['=HYPERLINK("http://x.example","click").png', "+1+2.png", "-3+4.png", "@SUM(1+1).png", "\tx.png",
+           "\rx.png", "'=quoted.png", "plain.png", os.fsdecode(b"caf\xe9.png")]
+
+
+def test_json_and_text_hold_names_that_are_not_utf8_in_visible_form(tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")
+    path = write_json(tmp_path / "r.json", {"file": name, name: [tmp_path / name], "n": 1})
+    raw = path.read_bytes()
+    raw.decode("utf-8")  # valid UTF-8, and no lone surrogate escape for a strict reader to refuse
+    assert b"\\ud" not in raw
+    assert read_json(path) == {"file": "caf\\xe9.png", "caf\\xe9.png": [str(tmp_path / "caf\\xe9.png")], "n": 1}
+    html = atomic_write(tmp_path / "page.html", f"<p>{name}</p>")
+    assert html.read_text(encoding="utf-8") == "<p>caf\\xe9.png</p>"
+
+
+def test_csv_cells_are_never_formulas_and_the_names_stay_recoverable(tmp_path):
+    rows = [{"file": name, "score": score} for name, score in zip(HOSTILE, [-0.12, 3, -1e-5, 0.5, 1, 2, 0, 7, 9],
+                                                                  strict=True)]
+    path = write_csv(tmp_path / "p.csv", rows, ["file", "score"])
+    with path.open(encoding="utf-8", newline="") as fh:  # as a spreadsheet reads it: every cell is text
+        cells = list(csv.reader(fh))
+    assert len(cells) == len(rows) + 1
+    for row in cells[1:]:
+        for cell in row:
+            if cell.startswith(CSV_FORMULA_START):
+                float(cell)  # only a number may start with - or +
+    assert [float(row[1]) for row in cells[1:]] == [r["score"] for r in rows]  # numbers stay numbers
+    recovered = [os.fsencode(original_text(csv_original(row[0]))) for row in cells[1:]]
+    assert recovered == [os.fsencode(name) for name in HOSTILE]
+    assert csv_cell(-0.12) == -0.12 and csv_cell(None) is None and csv_cell("x") == "x"
+
+
+def test_a_name_as_long_as_the_file_system_allows_can_be_written(tmp_path):
+    name = "n" * 250 + ".png"  # 254 bytes: the temporary name must not be longer
+    path = atomic_write(tmp_path / name, b"x")
+    assert path.read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_an_output_may_not_replace_a_file_the_command_reads(tmp_path):
+    detector = tmp_path / "det.pt"
+    detector.write_bytes(b"detector")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "hard.pt").hardlink_to(detector)
+    (tmp_path / "link.pt").symlink_to(detector)
+    reads = {detector: "the --load detector"}
+    for spelling in (detector, tmp_path / "sub" / ".." / "det.pt", tmp_path / "hard.pt"):
+        with pytest.raises(UserError, match=r"--export-file .* would replace the --load detector"):
+            check_not_input(spelling, reads, "--export-file")
+    with pytest.raises(UserError, match="would replace"):  # an input named through a link is still that file
+        check_not_input(detector, {tmp_path / "link.pt": "the --load detector"}, "--export-file")
+    check_not_input(tmp_path / "new.onnx", reads, "--export-file")  # nothing there yet
+    check_not_input(tmp_path / "link.pt", reads, "--export-file")  # a write replaces the link, not its target
+    atomic_write(tmp_path / "link.pt", b"onnx")
+    assert detector.read_bytes() == b"detector"
+    with pytest.raises(UserError, match="--csv"):
+        check_output_file(detector, "--csv", [detector])

@@ -95,3 +95,20 @@ def test_demo_with_data_flags_is_refused_before_any_step(extra, says, tmp_path, 
     assert exc.value.code == 2 and steps == [] and not (tmp_path / "out").exists()
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and says in err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (("--only", "stats", "--name", "Ada"), "--name does nothing with --only stats"),
+    (("--only", "report", "export", "--weights", "w.pth", "--device", "cpu"),
+     "--weights and --device do nothing with --only report export"),
+])
+def test_flags_no_chosen_step_reads_are_refused(argv, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_all_cli([*argv, "--demo", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and says in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def run_all_cli(argv):
+    from inspectkit.cli import run
+
+    run(run_all.main, run_all.get_args_parser(), argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -169,3 +170,34 @@ def test_an_output_path_taken_by_the_wrong_kind_of_entry_is_one_line(taken, synt
     last = err.strip().splitlines()[-1]
     assert f"cannot write {out / taken}" in last
     assert ("a parent of it is a file" if taken == "figures" else "it is a folder") in last
+
+
+def test_download_flags_without_download_are_refused(synthetic_root, tmp_path, capsys):
+    code, _, err = _run(["--data-root", str(synthetic_root), "--category", "demo", "--url", "http://x.example/a.tar",
+                         "--out", str(tmp_path)], capsys)
+    assert code == 2 and "--url does nothing without --download" in err and not list(tmp_path.iterdir())
+
+
+def test_class_names_with_math_markup_or_bytes_that_are_not_utf8_are_drawn_as_written(editable_root, tmp_path,
+                                                                                    capsys):
+    """A defect folder named like a matplotlib formula, or with a Latin-1 byte, used to crash the figures."""
+    cat = editable_root / "demo"
+    for part in ("test", "ground_truth"):
+        os.rename(cat / part / "stain", cat / part / r"$\frac{1}{$")
+        os.rename(cat / part / "hole", os.fsencode(cat / part) + b"/h\xe9le")
+    code, out, err = _run(["--data-root", str(editable_root), "--category", "demo", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "stats_demo.json").read_bytes().decode("utf-8"))
+    assert {r"$\frac{1}{$", "h\\xe9le"} <= set(record["class_names"])
+    for figure in ("stats_demo_counts.png", "stats_demo_samples.png"):
+        assert (tmp_path / "figures" / figure).stat().st_size > 1000
+    assert "h\\xe9le" in out  # the table prints, the name in its visible form
+
+
+def test_a_file_name_cannot_forge_a_line_of_the_report(editable_root, tmp_path, capsys):
+    (editable_root / "demo/train/good/x\nproblem: all is fine.png").write_bytes(b"")  # damaged, and a newline
+    code, _, err = _run(["--category", "demo", "--data-root", str(editable_root), "--out", str(tmp_path),
+                         "--no-figures"], capsys)
+    assert code == 0
+    problems = [line for line in err.split("\n") if line.startswith("problem:")]
+    assert problems == ["problem: train/good/x\\x0aproblem: all is fine.png: zero-byte image file; skipped"]

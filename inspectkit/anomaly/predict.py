@@ -5,7 +5,6 @@ an overlay PNG per image. Images stream through in batches, so a folder of any l
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import time
@@ -23,7 +22,8 @@ from tqdm import tqdm
 from ..cache import resize_decoded
 from ..errors import UserError
 from ..imageio import BadImage, is_image_file, open_image
-from ..results import atomic_write
+from ..names import flat_name
+from ..results import atomic_write, check_not_input, csv_text
 from .patchcore import PatchCore
 
 CSV_FIELDS = ("file", "width", "height", "score", "normalized_score", "verdict", "bbox_x0", "bbox_y0", "bbox_x1",
@@ -66,6 +66,36 @@ def find_images(folder: str | os.PathLike, flag: str = "--images") -> list[Path]
     if not found:
         raise UserError(f"no image files (.png, .jpg, .bmp, .tif) anywhere under {flag} {folder}")
     return sorted(found)
+
+
+def overlay_names(files: list[Path], folder: Path) -> dict[Path, str]:
+    """The overlay file name of each image: its path under ``folder`` flattened by ``names.flat_name`` (the label
+    export's names), always ``.png``; unique by construction, so ``x.png`` beside ``x.jpg``, or ``a/b.png`` beside
+    ``a__b.png``, get one overlay each."""
+    names = {path: flat_name(path.relative_to(folder).as_posix(), ".png") for path in files}
+    if len(set(names.values())) != len(names):  # flat_name's promise; a broken one must not overwrite silently
+        raise RuntimeError("overlay names collide")
+    return names
+
+
+def check_outputs(outputs: list[Path], maps_dir: Path | None, files: list[Path], folder: Path,
+                  reads: dict[Path, str]) -> None:
+    """Before any work: no output (the CSV, the JSON, an overlay) replaces a file this run reads (one of the
+    ``files`` under ``folder``, or one of ``reads``, each path with what it is: the detector); and no overlay goes
+    inside ``folder``, where it could replace an image, and would be scored as one by the next run. A path taken
+    by the wrong kind of entry is refused here too, not after the scoring."""
+    for output in outputs:
+        if output.is_dir():
+            raise UserError(f"cannot write {output}: it is a folder; remove it or choose another --out")
+    if maps_dir is not None and maps_dir.exists() and not maps_dir.is_dir():
+        raise UserError(f"cannot write the overlays to {maps_dir}: it is a file; remove it or choose another --out")
+    check_not_input(outputs, {**{path: "an image under --images" for path in files}, **reads}, "output")
+    if maps_dir is None:
+        return
+    if maps_dir.resolve().is_relative_to(folder.resolve()):
+        raise UserError(f"--save-maps would write the overlays into {maps_dir}, inside the --images folder "
+                        f"{folder}, where they would join (or replace) the images; choose an --out outside it")
+    check_not_input([maps_dir / name for name in overlay_names(files, folder).values()], reads, "overlay")
 
 
 def largest_region_box(anomaly_map: np.ndarray, threshold: float) -> tuple[tuple[int, int, int, int] | None, int]:
@@ -137,10 +167,11 @@ def predict_folder(detector: PatchCore, folder: str | os.PathLike, *, maps_dir: 
                    batch_size: int | None = None, progress: bool = True) -> tuple[list[Prediction], list[dict], dict]:
     """Score every image under ``folder`` (recursively). Files that cannot be decoded are skipped and returned
     as ``{"file", "reason"}``, never fatal; a UserError when none could be used. With ``maps_dir``, one overlay
-    PNG per image goes there, named after the image's path under ``folder``. Returns (predictions, skipped,
-    timing)."""
+    PNG per image goes there, named after the image's path under ``folder`` (``overlay_names``). Returns
+    (predictions, skipped, timing)."""
     folder = Path(folder)
     files = find_images(folder)
+    overlays = {path: maps_dir / name for path, name in overlay_names(files, folder).items()} if maps_dir else {}
     if detector.image_threshold is None:
         raise UserError("this detector was fitted without a validation share, so it has no threshold to give "
                         "verdicts; fit one with anomaly.py (--validation-share 0.1 is the default)")
@@ -157,7 +188,7 @@ def predict_folder(detector: PatchCore, folder: str | os.PathLike, *, maps_dir: 
                 normalized = detector.normalized(scores)
                 for i, (path, size) in enumerate(good):
                     predictions.append(_prediction(detector, folder, path, size, scores[i], normalized[i], maps[i],
-                                                   arrays[i], maps_dir))
+                                                   arrays[i], overlays.get(path)))
             bar.update(len(good) + len(bad))
     if not predictions:
         first = skipped[0]
@@ -169,14 +200,13 @@ def predict_folder(detector: PatchCore, folder: str | os.PathLike, *, maps_dir: 
 
 
 def _prediction(detector: PatchCore, folder: Path, path: Path, size: tuple[int, int], score: float,
-                normalized: float, anomaly_map: np.ndarray, image: np.ndarray, maps_dir: Path | None) -> Prediction:
+                normalized: float, anomaly_map: np.ndarray, image: np.ndarray, overlay: Path | None) -> Prediction:
     verdict = DEFECT if score >= detector.image_threshold else GOOD
     box, pixels = largest_region_box(anomaly_map, detector.pixel_threshold) if verdict == DEFECT else (None, 0)
     relative = path.relative_to(folder).as_posix()
-    if maps_dir is not None:
+    if overlay is not None:
         overlay_png(image, anomaly_map, detector.pixel_threshold, box,
-                    f"{verdict} {normalized:.2f} (score {score:.3g})",
-                    maps_dir / (relative.replace("/", "__").rsplit(".", 1)[0] + ".png"))
+                    f"{verdict} {normalized:.2f} (score {score:.3g})", overlay)
     scaled = _scaled_box(box, anomaly_map.shape, size) if box is not None else None
     area_scale = (size[0] * size[1]) / (anomaly_map.shape[0] * anomaly_map.shape[1])
     return Prediction(file=relative, width=size[0], height=size[1], score=float(score),
@@ -185,12 +215,9 @@ def _prediction(detector: PatchCore, folder: Path, path: Path, size: tuple[int, 
 
 
 def predictions_csv(predictions: list[Prediction]) -> str:
-    """The predictions as CSV text, one row per image, columns ``CSV_FIELDS`` (an empty box when there is none)."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(CSV_FIELDS))
-    writer.writeheader()
-    writer.writerows(p.row() for p in predictions)
-    return text.getvalue()
+    """The predictions as CSV text, one row per image, columns ``CSV_FIELDS`` (an empty box when there is none);
+    a file name a spreadsheet would run as a formula is neutralised (``results.csv_cell``)."""
+    return csv_text((p.row() for p in predictions), list(CSV_FIELDS))
 
 
 def as_records(predictions: list[Prediction]) -> list[dict]:

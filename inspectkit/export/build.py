@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..data import Category
 from ..errors import UserError
 from ..imageio import open_image
+from ..names import flat_name
 from .instances import Instance, mask_instances
 from .output import resized_size
 
@@ -62,29 +63,11 @@ class Collected:
     background_left_out: int
 
 
-def _escape_part(part: str) -> str:
-    """A path part that cannot be mistaken for a separator: ``%`` is always escaped, and ``_`` too where the part
-    holds ``__`` or starts or ends with ``_``; ordinary MVTec names (``broken_large``) are unchanged."""
-    part = part.replace("%", "%25")
-    if "__" in part or part.startswith("_") or part.endswith("_"):
-        part = part.replace("_", "%5F")
-    return part
-
-
 def export_name(file: str, resized: bool) -> str:
-    """A flat file name whose stem is unique by construction: ``test/broken_large/000.png`` ->
-    ``test__broken_large__000.png``.
-
-    Parts are joined with ``__`` after escaping (``_escape_part``), so ``test/a__b/c.png`` and ``test/a/b__c.png``
-    stay apart. A file that is not ``.png`` keeps its suffix in the stem (``000.jpg`` -> ``000%2Ejpg.jpg``), so it
-    cannot share a stem, and so a YOLO label file, with a ``000.png`` beside it; resized images are written as PNG.
-    """
-    path = Path(file)
-    folders = [_escape_part(part) for part in path.parent.parts]
-    stem, suffix = _escape_part(path.stem), path.suffix
-    if suffix != ".png":
-        stem = f"{stem}%2E{_escape_part(suffix[1:])}"
-    return "__".join([*folders, stem]) + (".png" if resized else suffix)
+    """A flat file name whose stem is unique by construction (``names.flat_name``): ``test/broken_large/000.png``
+    -> ``test__broken_large__000.png``; ``000.jpg`` -> ``000%2Ejpg.jpg``, or ``000%2Ejpg.png`` when resized (resized
+    images are written as PNG). Shared with the overlays of ``anomaly.py --save-maps``."""
+    return flat_name(file, ".png" if resized else None)
 
 
 def check_unique_names(images: list[ExportImage]) -> None:

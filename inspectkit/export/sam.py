@@ -7,7 +7,6 @@ Paths are relative to the folder holding the JSONL files. Point sampling and box
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections import Counter
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..results import json_text
 from ..splits import PARTS
 from .build import ExportImage, ExportOptions
 from .instances import Instance
@@ -28,7 +28,8 @@ NEGATIVE_MARGIN = 0.25  # negatives come from the box grown by this share of its
 
 def instance_rng(seed: int, file: str, instance: int) -> np.random.Generator:
     """A generator that depends on the seed, the image and the instance only (not on processing order)."""
-    return np.random.default_rng([seed, zlib.crc32(file.encode()), instance])
+    # surrogateescape: a name that is not UTF-8 hashes as its bytes on disk (UTF-8 names as before)
+    return np.random.default_rng([seed, zlib.crc32(file.encode("utf-8", "surrogateescape")), instance])
 
 
 def jitter_box(box: tuple[int, int, int, int], amount: float, width: int, height: int,
@@ -99,7 +100,7 @@ def write_sam(root: Path, images: Iterable[ExportImage], placer: ImagePlacer, op
                 (root / mask_file).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(mask.astype(np.uint8) * 255, "L").save(root / mask_file)
             record = sam_record(image, k, inst, mask, options, mask_file)
-            lines.setdefault(image.part, []).append(json.dumps(record))
+            lines.setdefault(image.part, []).append(json_text(record, indent=None))
             per_part[image.part] += 1
     for part, rows in lines.items():
         (root / f"{part}.jsonl").write_text("".join(f"{row}\n" for row in rows))

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..cache import content_hash
 from ..data import Category
 from ..errors import UserError
+from ..names import visible_text
 from ..results import read_result, schema_problem
 from ..splits import PARTS, check_no_overlap, make_splits
 
@@ -43,8 +44,11 @@ def load_manifest_split(path: Path, category: Category) -> SplitChoice:
     if (problem := _manifest_problem(manifest)) is not None:
         raise UserError(f"{path} is damaged or not the file expected: {problem}; make it again with: {remake}")
     split = manifest["splits"][0]
-    hashes = {img["file"]: img["sha256"] for img in manifest["images"]}
-    part_of = {file: part for part in PARTS for file in split[part]}
+    # the manifest's JSON holds names in their visible form (results.write_json); the category's own names are
+    # what the export looks up, so a name that is not UTF-8 is matched by its visible form
+    named = {visible_text(category.relative(s.path)): category.relative(s.path) for s in category.samples}
+    hashes = {named.get(img["file"], img["file"]): img["sha256"] for img in manifest["images"]}
+    part_of = {named.get(file, file): part for part in PARTS for file in split[part]}
     try:
         check_no_overlap(manifest)
     except ValueError as exc:

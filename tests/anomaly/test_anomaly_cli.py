@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -143,4 +144,49 @@ def test_category_all_without_categories_names_the_root(tmp_path, capsys):
     message = exits_2(["--category", "all", "--data-root", tmp_path / "empty", *FAST, "--out", tmp_path], capsys,
                       "no category folders")
     assert str(tmp_path / "empty") in message
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_category_with_names_that_are_not_utf8_writes_every_output(editable_root, tmp_path):
+    """A Latin-1 file name in test/ (and a formula-like one) used to end the fit in a UnicodeEncodeError after all
+    the scoring, with no anomaly_<category>.json and no gallery."""
+    cat = editable_root / "demo"
+    hole = os.fsencode(cat / "test" / "hole")
+    shutil.copy(cat / "test" / "good" / "000.png", os.fsencode(cat / "test" / "good") + b"/caf\xe9.png")
+    os.rename(cat / "test" / "hole" / "000.png", hole + b"/tr\xe9s=1.png")
+    os.rename(cat / "ground_truth" / "hole" / "000_mask.png",
+              os.fsencode(cat / "ground_truth" / "hole") + b"/tr\xe9s=1_mask.png")
+    out = tmp_path / "out"
+    call(["--data-root", editable_root, "--category", "demo", *FAST, "--no-baseline", "--out", out])
+    record = (out / "anomaly_demo.json").read_bytes()
+    record.decode("utf-8")
+    assert read_json(out / "anomaly_demo.json")["metrics"]["image_auroc"] > 0.5
+    gallery = (out / "anomaly_demo.html").read_text(encoding="utf-8")
+    assert "test/good/caf\\xe9.png" in gallery and "test/hole/tr\\xe9s=1.png" in gallery
+    for figure in ("anomaly_demo.png", "anomaly_demo_hist.png"):
+        assert (out / "figures" / figure).stat().st_size > 1000
+    assert (out / "detectors" / "anomaly_demo_mobilenet_v2.pt").is_file()
+
+
+@pytest.mark.parametrize(("flags", "match"), [
+    (["--screenshot", "--no-figures"], "--screenshot pictures the gallery"),
+    (["--screenshot", "--category", "all"], "--screenshot pictures the gallery of one category"),
+    (["--export-file", "m.onnx"], "--export-file does nothing without --load"),
+])
+def test_fit_flags_that_would_do_nothing_exit_2(flags, match, synthetic_root, tmp_path, capsys):
+    exits_2(["--data-root", synthetic_root, "--category", "demo", *FAST, *flags, "--out", tmp_path], capsys, match)
+    assert not list(tmp_path.iterdir())
+
+
+def test_position_flags_are_checked_at_the_boundary(synthetic_root, tmp_path, capsys):
+    from helpers import run_script
+
+    import anomaly
+
+    base = ["--data-root", str(synthetic_root), "--category", "demo", "--weights", "none", "--out", str(tmp_path)]
+    for extra, message in ((["--scale-power", "1.5"], "--scale-power must be in [0, 1]"),
+                           (["--position-norm", "none", "--scale-power", "1"], "does nothing with --position-norm"),
+                           (["--position-norm", "row"], "invalid choice: 'row'")):
+        code, _, err = run_script(anomaly, base + extra, capsys)
+        assert code == 2 and message in err and "Traceback" not in err, err
     assert not list(tmp_path.glob("*.json"))

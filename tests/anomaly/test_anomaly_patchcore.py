@@ -99,3 +99,53 @@ def test_gaussian_baseline_flags_synthetic_defects(synthetic, fitted):
     scores, maps = baseline.score_features(fitted.extract(test, progress=False))
     assert maps.shape == (len(test), SIZE, SIZE)
     assert image_auroc(is_defect, scores) > 0.7
+
+
+def _narrow_bank(state):
+    state["bank"] = state["bank"][:, :-5].clone()
+
+
+def _double_bank(state):
+    state["bank"] = state["bank"].double()
+
+
+def _nan_in_bank(state):
+    state["bank"] = state["bank"].clone()
+    state["bank"][0, 0] = float("nan")
+
+
+def _half_backbone_tensor(state):
+    key = next(iter(state["extractor"]))
+    state["extractor"] = {**state["extractor"], key: state["extractor"][key].half()}
+
+
+def _cut_backbone_tensor(state):
+    key = next(iter(state["extractor"]))
+    state["extractor"] = {**state["extractor"], key: state["extractor"][key][:-1].clone()}
+
+
+def _other_layers(state):
+    state["config"] = {**state["config"], "layers": ["features.3", "features.6"]}  # a shorter backbone
+
+
+@pytest.mark.parametrize(("damage", "says"), [
+    (_narrow_bank, "memory bank is float32"),
+    (_double_bank, "memory bank is float64"),
+    (_nan_in_bank, "memory bank holds NaN"),
+    (_half_backbone_tensor, "is float16"),
+    (_cut_backbone_tensor, "backbone tensor"),
+    (_other_layers, "backbone tensors do not match mobilenet_v2 features.3,features.6"),
+    (lambda state: state["config"].update(image_size="320"), "config image_size is str"),
+    (lambda state: state["config"].update(arch="resnet_nonsense"), "config cannot be built: Unknown model"),
+    (lambda state: state.update(input_shape=[100, 128]), "not a multiple of the stride"),
+    (lambda state: state.update(image_threshold=float("nan")), "not a finite number"),
+])
+def test_a_detector_file_whose_parts_disagree_is_refused_at_load(fitted, tmp_path, damage, says):
+    state = fitted.state()
+    state["config"] = dict(state["config"])
+    damage(state)
+    path = tmp_path / "d.pt"
+    torch.save(state, path)
+    with pytest.raises(UserError, match="is damaged") as exc:
+        PatchCore.load(path)
+    assert says in str(exc.value) and "\n" not in str(exc.value)

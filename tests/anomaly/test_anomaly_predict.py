@@ -5,6 +5,7 @@ inputs that exit 2 without writing anything."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 from inspectkit.anomaly.predict import largest_region_box
-from inspectkit.results import read_json
+from inspectkit.results import CSV_FORMULA_START, csv_original, read_json
 from tests.anomaly.test_anomaly_cli import FAST, call, exits_2
 
 
@@ -123,3 +124,89 @@ def test_export_writes_an_onnx_model_that_onnxruntime_scores_like_torch(detector
     torch_scores, torch_maps = detector.score(torch.from_numpy(batch))
     assert score[0] == pytest.approx(float(torch_scores[0]), rel=1e-4)
     assert np.abs(anomaly_map - torch_maps).max() <= 1e-3 * max(1.0, float(np.abs(torch_maps).max()))
+
+
+# -- hostile and odd names, flags and files (issue 21) --------------------------------------------------------------
+
+FORMULA_NAMES = ['=HYPERLINK("x.example","click").png', "+1+2.png", "-3+4.png", "@SUM(1+1).png", "\tx.png",
+                 "\rcr.png"]
+
+
+@pytest.fixture
+def odd_photos(synthetic_root, tmp_path):
+    """Good and holed images under names a spreadsheet runs as formulas, a Latin-1 name, and colliding names:
+    x.png beside x.jpg, a/b.png beside a__b.png."""
+    folder = tmp_path / "odd"
+    (folder / "a").mkdir(parents=True)
+    good, hole = synthetic_root / "demo" / "test" / "good", synthetic_root / "demo" / "test" / "hole"
+    for i, name in enumerate(FORMULA_NAMES):
+        shutil.copy((hole if i % 2 else good) / f"00{i % 4}.png", folder / name)
+    shutil.copy(hole / "000.png", os.fsencode(folder) + b"/caf\xe9.png")
+    shutil.copy(good / "000.png", folder / "x.png")
+    Image.open(hole / "001.png").convert("RGB").save(folder / "x.jpg", quality=95)
+    shutil.copy(good / "001.png", folder / "a" / "b.png")
+    shutil.copy(hole / "002.png", folder / "a__b.png")
+    return folder
+
+
+def test_odd_names_are_scored_written_and_never_formulas(detector_file, odd_photos, tmp_path):
+    out = tmp_path / "out"
+    call(["--load", detector_file, "--images", odd_photos, "--save-maps", "--out", out])
+    n_images = len(FORMULA_NAMES) + 5
+    raw = (out / "predictions_odd.csv").read_bytes()
+    raw.decode("utf-8")  # the Latin-1 name did not stop the writer
+    with (out / "predictions_odd.csv").open(encoding="utf-8", newline="") as fh:
+        cells = list(csv.reader(fh))  # a spreadsheet's view: text cells
+    assert len(cells) == n_images + 1
+    for row in cells[1:]:
+        for cell in row:
+            if cell.startswith(CSV_FORMULA_START):
+                float(cell)  # only a number may start with - or +
+    shown = {csv_original(row[0]) for row in cells[1:]}
+    assert {*FORMULA_NAMES, "caf\\xe9.png", "x.png", "x.jpg", "a/b.png", "a__b.png"} == shown
+    result = read_json(out / "predictions_odd.json")
+    assert {p["file"] for p in result["predictions"]} == shown
+    overlays = list((out / "predictions_odd").iterdir())  # one per image: none replaced another
+    assert len(overlays) == len({p.name for p in overlays}) == n_images
+    assert all(p.name.encode("utf-8") and "\t" not in p.name and "\r" not in p.name for p in overlays)
+
+
+def test_flags_a_saved_detector_ignores_are_refused(detector_file, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    message = exits_2(["--load", detector_file, "--images", photos, "--false-alarm", "0.3", "--coreset-ratio", "0.5",
+                       "--out", out], capsys, "do nothing with --load and --images")
+    assert "--false-alarm" in message and "--coreset-ratio" in message
+    exits_2(["--load", detector_file, "--export", "onnx", "--out", out], capsys, "--out does nothing with --export")
+    exits_2(["--load", detector_file, "--images", photos, "--export-file", tmp_path / "m.onnx"], capsys,
+            "--export-file does nothing")
+    exits_2(["--save-maps", "--out", out], capsys, "--save-maps does nothing without --load")
+    assert not out.exists()
+
+
+def test_no_output_replaces_an_input(detector_file, photos, tmp_path, capsys):
+    copy = tmp_path / "det.pt"
+    shutil.copy(detector_file, copy)
+    before = copy.read_bytes()
+    exits_2(["--load", copy, "--export", "onnx", "--export-file", copy], capsys, "would replace the --load detector")
+    exits_2(["--load", copy, "--export", "onnx", "--export-file", tmp_path / "." / "det.pt"], capsys,
+            "would replace")
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(detector_file, out / "predictions_photos.json")  # a detector file under the JSON's name
+    exits_2(["--load", out / "predictions_photos.json", "--images", photos, "--out", out], capsys,
+            "would replace the --load detector")
+    exits_2(["--load", copy, "--images", photos, "--save-maps", "--out", photos], capsys, "inside the --images folder")
+    assert copy.read_bytes() == before and (out / "predictions_photos.json").read_bytes() == before
+    assert not (photos / "predictions_photos").exists() and not (out / "predictions_photos.csv").exists()
+
+
+def test_a_detector_whose_bank_disagrees_with_its_features_is_refused_at_load(detector_file, photos, tmp_path,
+                                                                             capsys):
+    state = torch.load(detector_file, weights_only=True)
+    narrow = tmp_path / "narrow.pt"
+    torch.save({**state, "bank": state["bank"][:, :-5].clone()}, narrow)
+    message = exits_2(["--load", narrow, "--images", photos, "--out", tmp_path / "out"], capsys, "memory bank")
+    assert f"{state['bank'].shape[1] - 5}" in message and f"{state['bank'].shape[1]} wide" in message
+    exits_2(["--load", narrow, "--export", "onnx", "--export-file", tmp_path / "new" / "m.onnx"], capsys,
+            "memory bank")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "new").exists()
