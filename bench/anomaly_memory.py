@@ -70,12 +70,31 @@ def main(args: argparse.Namespace) -> dict:
                    **json.loads(done.stdout.strip().splitlines()[-1])}
         rows.append(row)
         print(row, flush=True)
+    run = provenance(seed=0, weights={"spec": "none"})
+    for row in rows:
+        row["provenance"] = {k: run[k] for k in ("command", "git_commit", "time_utc")}
+    rows = _kept_rows(Path(args.out) / "anomaly_memory.json", {r["case"] for r in rows}) + rows
     result = {"rows": rows, "target_mb": 3072,
               "note": "synthetic images, random-init weights, default PatchCoreConfig; peak RSS of the process "
                       "sampled every 20 ms while run_detection ran (inspectkit.anomaly.memory.PeakMemory)",
-              "provenance": provenance(seed=0, weights={"spec": "none"})}
+              "provenance": run}
     write_json(Path(args.out) / "anomaly_memory.json", result)
     return result
+
+
+def _kept_rows(path: Path, measured: set[str]) -> list[dict]:
+    """The rows of an earlier results file for the cases this run did not measure, each with the provenance of
+    the run that measured it (rows written before rows carried one get that file's)."""
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    kept = []
+    for row in earlier.get("rows", []):
+        case = row.get("case", f"train{row.get('train_images')}")
+        if case not in measured:
+            kept.append({"case": case, **row, "provenance": row.get("provenance") or {
+                k: earlier["provenance"].get(k) for k in ("command", "git_commit", "time_utc")}})
+    return kept
 
 
 if __name__ == "__main__":
