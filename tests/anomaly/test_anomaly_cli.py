@@ -190,3 +190,28 @@ def test_position_flags_are_checked_at_the_boundary(synthetic_root, tmp_path, ca
         code, _, err = run_script(anomaly, base + extra, capsys)
         assert code == 2 and message in err and "Traceback" not in err, err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_the_fit_records_where_good_images_peak_and_warns_in_one_line(tmp_path, capsys):
+    """A thin frame whose brightness changes from image to image: most held-out good images peak at the border.
+    The JSON and the detector file record it, and the run warns in one line on stderr."""
+    import json
+
+    import torch
+    from helpers import run_script
+
+    import anomaly
+    from inspectkit.synthetic import make_category
+
+    make_category(tmp_path / "data", "framed", kind="border", image_size=64, n_train=40, n_test_good=4,
+                  n_per_defect=2, seed=0)
+    code, _, err = run_script(anomaly, ["--data-root", str(tmp_path / "data"), "--category", "framed", "--weights",
+                                        "none", "--image-size", "64", "--coreset-ratio", "0.1", "--no-figures",
+                                        "--no-baseline", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    position = json.loads((tmp_path / "out" / "anomaly_framed.json").read_text())["position"]
+    assert position["warn"] and position["outer_ring_share_raw"] > 0.5 and position["applied"]
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "outermost ring" in warnings[0]
+    saved = torch.load(tmp_path / "out" / "detectors" / "anomaly_framed_mobilenet_v2.pt", weights_only=True)
+    assert saved["position"]["outer_ring_share_raw"] == position["outer_ring_share_raw"]
