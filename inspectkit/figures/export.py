@@ -16,7 +16,6 @@ from PIL import Image
 
 from ..imageio import open_image
 from ..results import REPO_ROOT, read_json
-from ..splits import PARTS
 from . import save_figure
 
 PANEL_PIXELS = 320  # longer side of each drawn image; the export's coordinates are scaled to it
@@ -37,6 +36,8 @@ class LabelledImage:
 
 def read_coco(coco_dir: Path) -> list[LabelledImage]:
     """Every image with instances in ``coco_dir/annotations/instances_<part>.json``, polygons or not (RLE)."""
+    from ..splits import PARTS  # here, not at the top: the splits module loads the data layer and torch
+
     images = []
     for part in PARTS:
         path = coco_dir / "annotations" / f"instances_{part}.json"
@@ -64,6 +65,8 @@ def read_yolo(yolo_dir: Path, seg_dir: Path | None) -> list[LabelledImage]:
     """Every image with instances in a YOLO detect dataset, with the polygons of the YOLO-seg one when given
     (both exports write an image's instances in the same order)."""
     import yaml
+
+    from ..splits import PARTS
 
     names = yaml.safe_load((yolo_dir / "dataset.yaml").read_text(encoding="utf-8"))["names"]
     images = []

@@ -21,6 +21,7 @@ TEMPLATES_DIR = REPO_ROOT / "templates"
 MAX_PAGES = 3
 MAX_BLANK = 0.15  # the largest empty share of a page's text area, on every page but the last
 AIM_BLANK = 0.12  # what the layout aims at, to keep a margin below MAX_BLANK
+STUB_PAGE = 0.08  # a last page filled less than this (a footnote, a few lines) is pulled back when figures can shrink
 NBSP = "\u00a0"
 MM = 96 / 25.4  # CSS pixels per millimetre
 # Each figure's image height in mm: preferred, smallest and largest. Layout moves between them.
@@ -119,8 +120,12 @@ def _content_boxes(box, figure: str | None = None, section: str | None = None) -
         figure = ident
     elif ident and getattr(box, "element_tag", None) == "section":
         section = ident
-    if isinstance(box, (boxes.LineBox, boxes.ReplacedBox)):
+    if isinstance(box, boxes.ReplacedBox):
         yield box, figure, section
+        return
+    if isinstance(box, boxes.LineBox):
+        yield box, figure, section
+        yield from ((b, figure, section) for b in box.descendants() if isinstance(b, boxes.ReplacedBox))
         return
     for child in getattr(box, "children", []):
         if not isinstance(child, boxes.MarginBox):
@@ -137,6 +142,8 @@ class PageFill:
     first_section: str | None  # the section of the page's first content
     figures: dict[str, float]  # figure -> height of its content on this page (image and caption)
     sections: list[str]  # the sections with content on this page, in order
+    last_heading: str | None = None  # the section whose heading is the page's last content, if one is
+    images: dict[str, float] | None = None  # figure -> its image's drawn height (mm), which max-width may limit
 
     @property
     def blank(self) -> float:
@@ -153,12 +160,17 @@ def page_fills(document) -> list[PageFill]:
         bottom = max((b.position_y + b.margin_height() - top for b, _, _ in found), default=0.0)
         first = min(found, key=lambda item: item[0].position_y) if found else (None, None, None)
         spans: dict[str, list[float]] = {}
+        images: dict[str, float] = {}
         for b, figure, _ in found:
             if figure:
                 spans.setdefault(figure, []).extend([b.position_y, b.position_y + b.margin_height()])
+                if getattr(b, "element_tag", None) == "img":
+                    images[figure] = b.height / MM
         sections = list(dict.fromkeys(s for _, _, s in found if s))
+        last = max(found, key=lambda item: item[0].position_y + item[0].margin_height()) if found else None
+        heading = last[2] if last and getattr(last[0], "element_tag", None) in ("h1", "h2") else None
         fills.append(PageFill(page_box.height, bottom, first[1], first[2],
-                              {f: max(v) - min(v) for f, v in spans.items()}, sections))
+                              {f: max(v) - min(v) for f, v in spans.items()}, sections, heading, images))
     return fills
 
 
@@ -173,18 +185,33 @@ def separated_figures(fills: list[PageFill]) -> list[tuple[int, str]]:
             and fill.first_section in fills[i - 1].sections]
 
 
+def orphan_headings(fills: list[PageFill]) -> list[str]:
+    """Sections whose heading ends a page while their text starts on the next one."""
+    return [fill.last_heading for fill in fills[:-1] if fill.last_heading]
+
+
 def _fits_gap(layout: Layout, fills: list[PageFill], page: int, figure: str) -> Layout | None:
     """``layout`` with ``figure`` (on ``page``) shrunk to fit the gap at the end of the page before, if it can."""
     key = figure.removeprefix("fig-")
     need = fills[page].figures[figure] - (fills[page - 1].height - fills[page - 1].bottom) + 4 * MM
-    smaller = layout.height[key] - need / MM
+    smaller = _drawn(fills, figure) - need / MM
     return layout.with_height(key, smaller) if smaller >= FIGURES[key][1] else None
 
 
+def _drawn(fills: list[PageFill], figure: str) -> float:
+    """A figure's image height as drawn (mm): below its max-height when the page width limits it."""
+    return next((fill.images[figure] for fill in fills if fill.images and figure in fill.images), 0.0)
+
+
 def next_layout(layout: Layout, fills: list[PageFill]) -> Layout | None:
-    """One step towards a layout in which every figure is on a page with its section's text and no page but the
-    last is more than MAX_BLANK empty: shrink a figure pushed past its section into the gap it left, else start
-    its section on the new page; grow a figure on or before a page that is too empty. None: nothing to try."""
+    """One step towards a layout in which every heading and figure is on a page with its section's text and no
+    page but the last is more than AIM_BLANK empty: start a section whose heading was left alone on the new page;
+    shrink a figure pushed past its section into the gap it left, else start its section on the new page; grow a
+    figure on or before a page that is too empty; pull a last page with next to nothing on it back. None: nothing
+    is left to try."""
+    for section in orphan_headings(fills):
+        if section not in layout.breaks:
+            return layout.with_break(section)
     for page, figure in separated_figures(fills):
         smaller = _fits_gap(layout, fills, page, figure)
         if smaller:
@@ -200,11 +227,20 @@ def next_layout(layout: Layout, fills: list[PageFill]) -> Layout | None:
             if smaller:
                 return smaller
         gap = (fill.height - fill.bottom) / MM - 3
-        earlier = [f.removeprefix("fig-") for p in fills[:page + 1] for f in p.figures]
-        for key in reversed(earlier):  # the nearest figure above the gap first
-            if layout.height[key] < FIGURES[key][2] - 1:
+        earlier = [f for p in fills[:page + 1] for f in p.figures]
+        for figure in reversed(earlier):  # the nearest figure above the gap first
+            key = figure.removeprefix("fig-")
+            # a figure drawn below its max-height is as wide as the page allows: it cannot grow
+            if layout.height[key] < FIGURES[key][2] - 1 and _drawn(fills, figure) >= layout.height[key] - 1:
                 return layout.with_height(key, layout.height[key] + gap)
         return None
+    if len(fills) > 1 and 1 - fills[-1].blank < STUB_PAGE:
+        overflow = fills[-1].bottom / MM + 6
+        earlier = [f for p in fills[:-1] for f in p.figures]
+        for figure in reversed(earlier):
+            key = figure.removeprefix("fig-")
+            if _drawn(fills, figure) - overflow >= FIGURES[key][1]:
+                return layout.with_height(key, _drawn(fills, figure) - overflow)
     return None
 
 
@@ -271,11 +307,13 @@ def _render(context: Mapping, layout: Layout, base_url: Path) -> Rendered:
 
 def layout_score(rendered: Rendered) -> tuple:
     """Lower is better: within the page budget, no figure away from its section, no page but the last too
-    empty (MAX_BLANK, then AIM_BLANK), then the emptiest such page."""
+    empty (MAX_BLANK, then AIM_BLANK), no last page with next to nothing on it, then the emptiest page but the
+    last."""
     fills = rendered.fills
     worst = max((f.blank for f in fills[:-1]), default=0.0)
-    return (rendered.pages > MAX_PAGES, len(separated_figures(fills)), worst > MAX_BLANK, worst > AIM_BLANK,
-            round(worst, 3))
+    stub = len(fills) > 1 and 1 - fills[-1].blank < STUB_PAGE
+    apart = len(separated_figures(fills)) + len(orphan_headings(fills))
+    return (rendered.pages > MAX_PAGES, apart, worst > MAX_BLANK, worst > AIM_BLANK, stub, round(worst, 3))
 
 
 def render_report(context: Mapping, base_url: str | os.PathLike) -> Rendered:
@@ -293,7 +331,7 @@ def render_report(context: Mapping, base_url: str | os.PathLike) -> Rendered:
     tried = {best.layout}
     candidate = best
     for _ in range(MAX_PASSES):
-        if layout_score(best)[:4] == (False, 0, False, False):
+        if layout_score(best)[:5] == (False, 0, False, False, False):
             break
         layout = next_layout(candidate.layout, candidate.fills)
         if layout is None or layout in tried:
