@@ -40,7 +40,7 @@ FILE_KINDS = (
     (r"report\.pdf", "the report (at most three pages)", "build_report.py"),
     (r"report\.html", "the report as HTML, for preview", "build_report.py"),
     (r"report_provenance\.json", "how the report was made: its command, and each result file it read with that "
-                                 "file's checksum and provenance", ""),
+                                 "file's checksum and provenance", "build_report.py"),
     (r"figures/stats_(?P<c>.+)_counts\.png", "Q1 figure: images per class and split", "stats.py"),
     (r"figures/stats_(?P<c>.+)_samples\.png", "sample images of {c}, one per class", "stats.py"),
     (r"figures/anomaly_(?P<c>.+)_gallery\.png", "a screenshot of the {c} detector's page", "anomaly.py"),

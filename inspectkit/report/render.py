@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,14 @@ def label(name: str) -> str:
     return str(name).replace("_", " ")
 
 
+UNITS = re.compile(r"(\d) (%|px|s|ms|GB|MB|mm)\b")
+
+
+def nobreak(text: str) -> str:
+    """Text from the results (an attempt's name, say) with each number joined to its unit: '320 px'."""
+    return UNITS.sub(rf"\1{NBSP}\2", str(text))
+
+
 def join_and(items) -> str:
     items = [str(i) for i in items]
     return "".join(items) if len(items) <= 1 else ", ".join(items[:-1]) + " and " + items[-1]
@@ -74,7 +83,8 @@ def environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
                              autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",)),
                              undefined=jinja2.StrictUndefined, lstrip_blocks=True, trim_blocks=False)
-    env.filters.update(fmt=fmt, pm=pm, pct=pct, unit=unit, signed=signed, label=label, join_and=join_and)
+    env.filters.update(fmt=fmt, pm=pm, pct=pct, unit=unit, signed=signed, label=label, join_and=join_and,
+                       nobreak=nobreak)
     return env
 
 

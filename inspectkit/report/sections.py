@@ -106,7 +106,7 @@ def cited_works(context: Mapping) -> References:
         keys.append("logit")
     if context["q4"]:
         keys += ["patchcore", "padim"]
-        keys += [DATASETS[c] for c in context["q4"]["others"] if c in DATASETS]
+        keys += [DATASETS[c] for c in context["q4"]["others"] if c in DATASETS and not context["demo"]]
     if context["q5"]:
         keys += ["yoloworld", "sam"]
     return References(keys)
@@ -150,6 +150,7 @@ def build_context(inputs: Inputs, *, name: str = "", student_id: str = "", cours
     context = {
         "category": inputs.category,
         "dataset": dataset_name(inputs.category, inputs.demo),
+        "datasets": DATASETS,  # categories of other datasets than MVTec AD, and the work each is cited by
         "course": course,
         "homework": homework,
         "name": name,
