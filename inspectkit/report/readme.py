@@ -27,7 +27,7 @@ FILE_KINDS = (
      ""),
     (r"evaluation\.json", "Q2: the attempts compared, the best one, paired differences, the re-scoring check", ""),
     (r"anomaly_summary\.json", "Q4: every category's detector numbers in one table, derived from their "
-                               "anomaly_<category>.json when written", ""),
+                               "anomaly_<category>.json when written", "anomaly.py"),
     (r"anomaly_onnx_(?P<c>.+)\.json", "the ONNX export of the {c} detector: parity with PyTorch and latency", ""),
     (r"anomaly_guided_variants_(?P<c>.+)\.json", "variants of attempt 3's defect-type model on {c}, compared", ""),
     (r"anomaly_ablation\.json", "the detector's defaults, each switched off in turn", ""),
@@ -77,6 +77,8 @@ def made_by(data: object) -> str:
     if not command:
         return ""
     script = command.split()[0]
+    if not script.endswith(".py"):
+        return ""  # made by a library call (a summary rebuilt from its sources): the kind's own script stands
     return f"bench/{script}" if (REPO_ROOT / "bench" / script).is_file() else script
 
 
