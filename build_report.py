@@ -84,14 +84,15 @@ def main(args: argparse.Namespace) -> dict:
                             homework=args.homework, allow_missing=args.allow_missing)
     rendered = render_report(context, base_url=out_dir)
 
+    # before anything is written, so that the commit it records is not marked dirty by this run's own output
+    record = report_provenance(inputs, context, command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                               pages=rendered.pages, blank_shares=rendered.blank_shares,
+                               word_counts=rendered.word_counts, figure_heights=rendered.figure_heights)
     written = {}
     if args.html:
         written["html"] = write_atomic(out_dir / "report.html", rendered.html)
     if args.pdf or not args.html:
         written["pdf"] = write_atomic(out_dir / "report.pdf", rendered.document.write_pdf())
-    record = report_provenance(inputs, context, command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                               pages=rendered.pages, blank_shares=rendered.blank_shares,
-                               word_counts=rendered.word_counts, figure_heights=rendered.figure_heights)
     written["provenance"] = write_json(out_dir / PROVENANCE_NAME, record)
     if args.readme:
         written["readme"] = update_readme(args.readme, readme_results(context, args.results))
