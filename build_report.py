@@ -57,10 +57,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                    "given)")
     parser.add_argument("--student-id", default="", help="the student ID for the title block (a blank line if not "
                                                          "given)")
-    parser.add_argument("--course", default=DEFAULT_COURSE, help=f"course name for the title block "
-                                                                f"(default: {DEFAULT_COURSE})")
-    parser.add_argument("--homework", default=DEFAULT_HOMEWORK, help=f"homework title for the title block "
-                                                                    f"(default: {DEFAULT_HOMEWORK})")
+    parser.add_argument("--course", default=DEFAULT_COURSE, help="course name for the title block")
+    parser.add_argument("--homework", default=DEFAULT_HOMEWORK, help="homework title for the title block")
     parser.add_argument("--readme", default=None, metavar="PATH",
                         help="also replace the generated block of this Markdown file (e.g. README.md) between "
                              "'<!-- results:start -->' and '<!-- results:end -->': the results and every result file")
