@@ -43,6 +43,24 @@ def compare_with_baseline(metrics: Mapping, baseline: Mapping | None) -> dict[st
     return out
 
 
+def comparison_words(compared: Mapping[str, list[str]]) -> list[str]:
+    """'higher than the Gaussian baseline on PRO', 'equal on the rest': the comparison as phrases, in that order."""
+    words = []
+    if compared["higher"]:
+        words.append(f"higher than the Gaussian baseline on {_join(compared['higher'])}")
+    if compared["equal"]:
+        rest = compared["higher"] and not compared["lower"]
+        words.append(f"equal {'on the rest' if rest else 'to it on ' + _join(compared['equal'])}"
+                     if compared["higher"] else f"equal to the Gaussian baseline on {_join(compared['equal'])}")
+    if compared["lower"]:
+        words.append(f"lower {'on' if words else 'than the Gaussian baseline on'} {_join(compared['lower'])}")
+    return words
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _text(value: Any) -> str | None:
     """A description field that may be a string or a record with a ``description`` (fields added later)."""
     if isinstance(value, str):
@@ -72,7 +90,7 @@ def category_row(record: Mapping) -> dict:
     counts = (record.get("counts") or {}).get("test") or {}
     return {"category": record["category"], "metrics": record["metrics"], "baseline": record.get("baseline"),
             "test_images": sum(counts.values()) or None, "total_s": (record.get("timings") or {}).get("total_s"),
-            "compare": compare_with_baseline(record["metrics"], record.get("baseline")),
+            "compare": comparison_words(compare_with_baseline(record["metrics"], record.get("baseline"))),
             "time_utc": (record.get("provenance") or {}).get("time_utc")}
 
 

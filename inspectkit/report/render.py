@@ -213,10 +213,20 @@ def _drawn(fills: list[PageFill], figure: str) -> float:
     return next((fill.images[figure] for fill in fills if fill.images and figure in fill.images), 0.0)
 
 
-def next_layout(layout: Layout, fills: list[PageFill]) -> Layout | None:
+def _growable(layout: Layout, fills: list[PageFill], last_page: int) -> list[str]:
+    """Figures on pages up to ``last_page`` that may still grow, the nearest first: below their largest size and
+    drawn at their max-height (a figure drawn lower is as wide as the page allows)."""
+    figures = [f for fill in fills[:last_page + 1] for f in fill.figures]
+    return [f.removeprefix("fig-") for f in reversed(figures)
+            if layout.height[f.removeprefix("fig-")] < FIGURES[f.removeprefix("fig-")][2] - 1
+            and _drawn(fills, f) >= layout.height[f.removeprefix("fig-")] - 1]
+
+
+def next_layout(layout: Layout, fills: list[PageFill], *, move_sections: bool = True) -> Layout | None:
     """One step towards a layout in which every heading and figure is on a page with its section's text and no
     page but the last is more than AIM_BLANK empty: start a section whose heading was left alone on the new page;
-    shrink a figure pushed past its section into the gap it left, else start its section on the new page; grow a
+    shrink a figure pushed past its section into the gap it left, else start its section on the new page (or,
+    without ``move_sections``, grow a figure above it so that some of the section's text goes over with it); grow a
     figure on or before a page that is too empty; pull a last page with next to nothing on it back. None: nothing
     is left to try."""
     for section in orphan_headings(fills):
@@ -226,6 +236,10 @@ def next_layout(layout: Layout, fills: list[PageFill]) -> Layout | None:
         smaller = _fits_gap(layout, fills, page, figure)
         if smaller:
             return smaller
+        growable = [] if move_sections else _growable(layout, fills, page - 1)
+        if growable:
+            gap = (fills[page - 1].height - fills[page - 1].bottom) / MM
+            return layout.with_height(growable[0], layout.height[growable[0]] + gap + 12)
         section = fills[page].first_section
         if section and section not in layout.breaks:
             return layout.with_break(section)
@@ -236,13 +250,9 @@ def next_layout(layout: Layout, fills: list[PageFill]) -> Layout | None:
             smaller = _fits_gap(layout, fills, page + 1, fills[page + 1].first_figure)
             if smaller:
                 return smaller
-        gap = (fill.height - fill.bottom) / MM - 3
-        earlier = [f for p in fills[:page + 1] for f in p.figures]
-        for figure in reversed(earlier):  # the nearest figure above the gap first
-            key = figure.removeprefix("fig-")
-            # a figure drawn below its max-height is as wide as the page allows: it cannot grow
-            if layout.height[key] < FIGURES[key][2] - 1 and _drawn(fills, figure) >= layout.height[key] - 1:
-                return layout.with_height(key, layout.height[key] + gap)
+        growable = _growable(layout, fills, page)
+        if growable:
+            return layout.with_height(growable[0], layout.height[growable[0]] + (fill.height - fill.bottom) / MM - 3)
         return None
     if len(fills) > 1 and 1 - fills[-1].blank < STUB_PAGE:
         overflow = fills[-1].bottom / MM + 6
@@ -338,18 +348,25 @@ def render_report(context: Mapping, base_url: str | os.PathLike) -> Rendered:
     if best.pages > MAX_PAGES:
         raise PageBudgetError(f"the report has {best.pages} pages even with the smallest figures; "
                               f"{overflowing_section(best.document)} runs past page {MAX_PAGES}: shorten it")
-    tried = {best.layout}
-    candidate = best
-    for _ in range(MAX_PASSES):
-        if layout_score(best)[:5] == (False, 0, False, False, False):
+    first, rendered = best, {best.layout: best}
+    # first move whole sections to new pages; if a page is then still too empty, let sections run over instead
+    for move_sections in (True, False):
+        candidate, seen = first, {first.layout}
+        for _ in range(MAX_PASSES):
+            if layout_score(best)[:3] == (False, 0, False) and (move_sections or layout_score(best)[3:5] == (
+                    False, False)):
+                break
+            layout = next_layout(candidate.layout, candidate.fills, move_sections=move_sections)
+            if layout is None or layout in seen:
+                break
+            seen.add(layout)
+            if layout not in rendered:
+                rendered[layout] = _render(context, layout, base_url)
+            candidate = rendered[layout]
+            if layout_score(candidate) < layout_score(best):
+                best = candidate
+        if layout_score(best)[:3] == (False, 0, False):  # within the rules: no need for the other way
             break
-        layout = next_layout(candidate.layout, candidate.fills)
-        if layout is None or layout in tried:
-            break
-        tried.add(layout)
-        candidate = _render(context, layout, base_url)
-        if layout_score(candidate) < layout_score(best):
-            best = candidate
     return best
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 from report_results import _provenance, anomaly_record
 
-from inspectkit.report.detection import anomaly_context, compare_with_baseline, differences_in_words, method
+from inspectkit.report.detection import (
+    anomaly_context,
+    compare_with_baseline,
+    comparison_words,
+    differences_in_words,
+    method,
+)
 
 
 def _records(**extra):
@@ -20,6 +26,11 @@ def test_a_tie_at_three_decimals_is_equal_not_higher():
     assert compared == {"higher": ["PRO"], "equal": ["image AUROC", "pixel AUROC"], "lower": []}
     assert compare_with_baseline({"image_auroc": 0.9, "pixel_auroc": None, "pro": None}, None) == {
         "higher": [], "equal": [], "lower": []}
+    assert comparison_words(compared) == ["higher than the Gaussian baseline on PRO", "equal on the rest"]
+    assert comparison_words({"higher": ["PRO"], "equal": [], "lower": ["image AUROC"]}) == [
+        "higher than the Gaussian baseline on PRO", "lower on image AUROC"]
+    assert comparison_words({"higher": [], "equal": ["PRO"], "lower": []}) == [
+        "equal to the Gaussian baseline on PRO"]
 
 
 def test_every_category_with_a_file_gets_a_row_and_a_new_one_needs_no_optional_fields():

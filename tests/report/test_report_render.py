@@ -59,3 +59,15 @@ def test_next_layout_shrinks_a_pushed_figure_into_the_gap_it_left():
     assert render.next_layout(layout, fills).height["q4"] == pytest.approx(64 - (figure_mm - gap_mm + 4), abs=0.1)
     tight = [render.PageFill(1000, 1000 - 10 * render.MM, None, "q4", {}, ["q4"]), fills[1]]
     assert render.next_layout(layout, tight).breaks == {"q4"}  # too little room: the section moves instead
+
+
+def test_without_moving_sections_a_figure_above_grows_so_the_section_runs_over():
+    layout = render.Layout.preferred()
+    previous = render.PageFill(1000, 1000 - 10 * render.MM, None, "q1", {"fig-q1": 200.0}, ["q1", "q4"], None,
+                               {"fig-q1": layout.height["q1"]})
+    pushed = render.PageFill(1000, 300, "fig-q4", "q4", {"fig-q4": 70 * render.MM}, ["q4"], None, {"fig-q4": 64.0})
+    grown = render.next_layout(layout, [previous, pushed], move_sections=False)
+    assert grown.breaks == frozenset() and grown.height["q1"] > layout.height["q1"]
+    width_limited = render.PageFill(1000, 1000 - 10 * render.MM, None, "q1", {"fig-q1": 200.0}, ["q1", "q4"], None,
+                                    {"fig-q1": layout.height["q1"] - 10})  # drawn lower: as wide as it can be
+    assert render.next_layout(layout, [width_limited, pushed], move_sections=False).breaks == {"q4"}
