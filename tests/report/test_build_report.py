@@ -272,3 +272,21 @@ def test_q4_reads_every_category_file_however_many_and_however_sparse(tmp_path):
     assert "0.500" not in text  # the summary is never read for numbers
     assert "same settings" not in text and "the rows differ in" in text
     assert "Segmentation-based deep-learning approach for surface-defect detection" in text  # its dataset, cited
+
+
+def test_the_committed_report_is_built_from_the_committed_results():
+    """results/report.pdf as committed: three pages, a grader's title block, nothing of the build log, pages
+    filled; and every result file it read is unchanged since (else: rebuild it with build_report.py)."""
+    from inspectkit.results import REPO_ROOT
+
+    results = REPO_ROOT / "results"
+    record = read_json(results / report.PROVENANCE_NAME)
+    changed = [s["file"] for s in record["sources"] + record["figures"]
+               if sha256_file(results / s["file"]) != s["sha256"]]
+    assert changed == [], f"rebuild the report: {changed} changed since it was built"
+    text = pdf_text(results / "report.pdf")
+    assert len(PdfReader(results / "report.pdf").pages) == record["report"]["pages"] <= report.MAX_PAGES
+    assert not (PY.search(text) or COMMIT.search(text) or PATH.search(text))
+    assert all(blank <= report.MAX_BLANK for blank in record["report"]["blank_share_per_page"][:-1])
+    for key, target in report.WORD_TARGETS.items():
+        assert abs(record["report"]["words_per_answer"][key] - target) <= report.WORD_TOLERANCE * target, key
