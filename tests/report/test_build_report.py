@@ -75,7 +75,7 @@ def test_no_script_names_commits_or_paths_on_the_pages(built):
         assert not COMMIT.search(text), COMMIT.search(text)
         assert not PATH.search(text), PATH.search(text)
         assert str(folder) not in text and "/data/mvtec" not in text
-        assert "Words per answer" in text and "recorded beside this PDF" in text  # the one-line footnote
+        assert "Words per answer" in text and "Provenance: in the file beside this PDF" in text  # the one-line footnote
 
 
 def test_the_pattern_checks_catch_what_they_look_for():
