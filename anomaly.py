@@ -33,6 +33,7 @@ from inspectkit.anomaly.pipeline import run_detection
 from inspectkit.anomaly.position import MODES as POSITION_MODES
 from inspectkit.anomaly.position import border_warning
 from inspectkit.anomaly.predict import as_records, check_outputs, find_images, predict_folder, predictions_csv
+from inspectkit.anomaly_results import SUMMARY_NAME, failed_rows, write_summary
 from inspectkit.cli import (
     add_data_args,
     add_model_args,
@@ -160,6 +161,8 @@ def main(args: argparse.Namespace) -> dict | Path:
     record, detector = run_detection(category, config, weights, device=device, baseline=not args.no_baseline,
                                      out=out, figures=not args.no_figures, category_s=category_s)
     path = write_record(out, record, detector.weights, category)
+    if (out / SUMMARY_NAME).is_file():  # the summary is derived from the per-category files: keep it so
+        write_summary(out, provenance(seed=config.seed, weights=detector.weights), failed_rows(out))
     if args.screenshot:
         picture = screenshot(out / f"anomaly_{category.name}.html",
                              out / "figures" / f"anomaly_{category.name}_gallery.png", fragment="sort=score-desc")
@@ -218,7 +221,7 @@ def benchmark(args: argparse.Namespace, config: PatchCoreConfig, weights: str, d
     summary = run_benchmark(root, config, weights, device=device, out=out, baseline=not args.no_baseline,
                             figures=not args.no_figures, write_record=lambda c, r, w: write_record(out, r, w, c))
     summary["provenance"] = provenance(seed=config.seed, weights=summary.pop("weights_info"), data_root=root)
-    path = write_json(out / "anomaly_summary.json", summary)
+    path = write_json(out / SUMMARY_NAME, summary)
     print(format_table(summary))
     print(f"wrote {path}")
     return summary

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from inspectkit.attempts import best_attempt
 from inspectkit.cli import (
     DEMO_WEIGHTS,
     add_data_args,
@@ -30,7 +31,6 @@ from inspectkit.cli import (
     script_parser,
 )
 from inspectkit.errors import UserError
-from inspectkit.evaluation import best_attempt
 from inspectkit.report import collect_inputs
 from inspectkit.results import ensure_writable_dir
 from inspectkit.synthetic import DEMO_CATEGORY

@@ -1,13 +1,23 @@
-"""The four defect-type classification attempts as data: every hyper-parameter of each, in one place.
+"""The four defect-type classification attempts as data: every hyper-parameter of each, in one place; and the
+rules that compare attempts: which one is best, and which parts of an earlier attempt a later one reuses.
 
-``train.py`` copies the chosen ``Attempt`` into ``results/attempt_N.json``; the report reads it from there.
+``train.py`` copies the chosen ``Attempt`` into ``results/attempt_N.json``; the report reads it from there. This
+module needs no torch, so the report can apply the same rules as training and evaluation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import TypeVar
 
 from .errors import UserError
+
+A = TypeVar("A")
+BEST_ATTEMPT_RULE = "highest mean test macro-F1 over splits (ties: lower std)"
+# Fields that change how a trained classifier's output is used, not the classifier itself: attempts that differ
+# only in these train the same network, so one run trains it once (see ``classifier_recipe``).
+OUTPUT_USE_FIELDS = ("number", "name", "what_changed", "anomaly_gate", "region_model")
 
 
 @dataclass(frozen=True)
@@ -94,3 +104,38 @@ def select_attempts(choice: str) -> list[Attempt]:
         raise UserError(f"unknown --attempt '{choice}'; choose one of {', '.join(map(str, sorted(ATTEMPTS)))}, "
                         "a comma list of them, or all")
     return [ATTEMPTS[n] for n in sorted({int(p) for p in parts})]
+
+
+def _test_macro_f1(result: Mapping) -> Mapping:
+    return result["test"]["macro_f1"]
+
+
+def best_attempt(attempts: Sequence[A], macro_f1: Callable[[A], Mapping] = _test_macro_f1) -> A:
+    """The one best-attempt rule (``BEST_ATTEMPT_RULE``): highest mean test macro-F1 over splits, ties broken by
+    the lower std. ``macro_f1`` picks an attempt's ``{"mean", "std"}``; by default ``attempt["test"]["macro_f1"]``,
+    as in an attempt_N.json."""
+    return max(attempts, key=lambda a: (macro_f1(a)["mean"], -macro_f1(a)["std"]))
+
+
+def classifier_recipe(config: Mapping) -> tuple:
+    """Everything of an attempt's config (an ``Attempt.to_dict()`` or the ``config`` of an attempt_N.json) that
+    decides its trained classifier. Two attempts with equal recipes train the same network on a split (training is
+    deterministic for a seed on a CPU), so a run that trains both trains it once and the later one reuses it."""
+    return tuple(sorted((k, _hashable(v)) for k, v in config.items() if k not in OUTPUT_USE_FIELDS))
+
+
+def _hashable(value):
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def shares_detector(earlier: Mapping, later: Mapping) -> bool:
+    """Whether ``later`` (a config) uses the same per-split anomaly detector as ``earlier``: both gate on it, and the
+    detector's inputs (backbone, weights, input size) are the same, so a run fits it once and the later one reuses
+    it."""
+    keys = ("arch", "weights", "image_size")
+    return bool(earlier.get("anomaly_gate") and later.get("anomaly_gate")
+                and all(earlier.get(k) == later.get(k) for k in keys))

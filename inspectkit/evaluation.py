@@ -12,10 +12,9 @@ import io
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .anomaly import PatchCore
-from .attempts import select_attempts
+from .attempts import BEST_ATTEMPT_RULE, best_attempt, select_attempts
 from .cache import DecodeCache
 from .classifier import Classifier, fold_batch_norms
 from .data import Category
@@ -45,7 +44,6 @@ from .training import (
     retrain_command,
 )
 
-BEST_ATTEMPT_RULE = "highest mean test macro-F1 over splits (ties: lower std)"
 # Re-scored metrics within this of the attempt_N.json ones count as reproduced (they are ratios of counts, so a
 # real difference is at least 1 / the number of test images).
 REPRODUCTION_TOLERANCE = 1e-9
@@ -55,21 +53,7 @@ HEAD_BATCH = 128
 GALLERY_SIZE = 160
 GALLERY_MAX = 24
 
-A = TypeVar("A")
-
-
 # ---------------------------------------------------------------- comparing attempts
-
-def _test_macro_f1(result: Mapping) -> Mapping:
-    return result["test"]["macro_f1"]
-
-
-def best_attempt(attempts: Sequence[A], macro_f1: Callable[[A], Mapping] = _test_macro_f1) -> A:
-    """The one best-attempt rule (``BEST_ATTEMPT_RULE``): highest mean test macro-F1 over splits, ties broken by
-    the lower std. ``macro_f1`` picks an attempt's ``{"mean", "std"}``; by default ``attempt["test"]["macro_f1"]``,
-    as in an attempt_N.json."""
-    return max(attempts, key=lambda a: (macro_f1(a)["mean"], -macro_f1(a)["std"]))
-
 
 def compare(results: list[dict]) -> dict:
     """The comparison table, the best attempt by ``best_attempt``, and paired differences between attempts."""

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .anomaly.metrics import image_auroc
-from .attempts import Attempt
+from .attempts import Attempt, classifier_recipe
 from .cache import DecodeCache
 from .classifier import Classifier, build_classifier, inference_trunk
 from .data import GOOD, Category
@@ -368,8 +368,8 @@ def train_attempt(attempt: Attempt, category: Category, manifest: dict, *, arch:
     splits, trained_images = [], 0
     for k, split in enumerate(manifest["splits"]):
         idx = {p: torch.tensor([position[f] for f in split[p]]) for p in ("train", "val", "test")}
-        trained_key = ("trained", _classifier_recipe(attempt), epochs, arch, weights, split["seed"], tuple(files),
-                       tuple(idx["train"].tolist()))
+        trained_key = ("trained", classifier_recipe(attempt.to_dict()), epochs, arch, weights, split["seed"],
+                       tuple(files), tuple(idx["train"].tolist()))
         if trained_key in banks:  # the same classifier recipe on the same split, trained earlier in this run
             model, optimizer, scheduler, stopper, curves, probs = banks[trained_key]
         else:
@@ -479,16 +479,6 @@ def _test_probabilities(model: Classifier, attempt: Attempt, arch: str, class_na
         banks[key] = (outputs, {i: row for row, i in enumerate(tested)})
     outputs, row = banks[key]
     return split_probabilities(checkpoint, outputs[:, [row[int(i)] for i in test]], device)
-
-
-def _classifier_recipe(attempt: Attempt) -> tuple:
-    """Everything of an attempt that decides its trained classifier: attempts that differ only in how the
-    classifier's output is used (the anomaly gate, the region model) train the same network, so a run trains it
-    once and both reuse it (training is deterministic for a seed on a CPU, so this changes no number)."""
-    record = attempt.to_dict()
-    for name in ("number", "name", "what_changed", "anomaly_gate", "region_model"):
-        record.pop(name)
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in record.items()))
 
 
 def _gate_split(attempt: Attempt, images: torch.Tensor, labels: torch.Tensor, idx: dict[str, torch.Tensor],

@@ -1,10 +1,14 @@
-"""The four attempts as data: each tells the story the issue asks for, and bad choices are user errors."""
+"""The four attempts as data: each tells the story the issue asks for, and bad choices are user errors; the
+best-attempt and reuse rules; and the module needs no torch."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from inspectkit.attempts import ATTEMPTS, select_attempts
+from inspectkit.attempts import ATTEMPTS, best_attempt, classifier_recipe, select_attempts, shares_detector
 from inspectkit.errors import UserError
 
 
@@ -30,3 +34,47 @@ def test_select_attempts():
     for bad in ("5", "0", "three", "", "3,5"):
         with pytest.raises(UserError, match="choose one of 1, 2, 3, 4, a comma list"):
             select_attempts(bad)
+
+
+def _attempt(number, mean, std):
+    return {"attempt": number, "test": {"macro_f1": {"mean": mean, "std": std}}}
+
+
+def test_best_attempt_is_the_highest_mean_and_a_tie_goes_to_the_lower_std():
+    attempts = [_attempt(1, 0.70, 0.01), _attempt(2, 0.80, 0.05), _attempt(3, 0.80, 0.02), _attempt(4, 0.79, 0.0)]
+    assert best_attempt(attempts)["attempt"] == 3
+    assert best_attempt(attempts[:2])["attempt"] == 2  # a higher mean wins even with a larger std
+    assert best_attempt(list(reversed(attempts)))["attempt"] == 3  # not the order they come in
+
+
+def test_best_attempt_reads_the_report_rows_through_a_key():
+    rows = [{"number": 1, "macro_f1": {"mean": 0.9, "std": 0.1}}, {"number": 2, "macro_f1": {"mean": 0.9, "std": 0.0}}]
+    assert best_attempt(rows, macro_f1=lambda r: r["macro_f1"])["number"] == 2
+
+
+def _json_config(number, **changes):
+    """An attempt_N.json config: the attempt's fields plus what train.py adds (backbone, weights, layout)."""
+    weights = {"spec": "file", "file": "w.pth", "sha256": "ab" * 32, "pretrained": True}
+    return {**ATTEMPTS[number].to_dict(), "arch": "mobilenet_v2", "weights": weights, "epochs": 20,
+            "layout": {"stages": 19, "frozen_stages": 14}, **changes}
+
+
+def test_attempt_3_trains_the_classifier_of_attempt_2_and_attempt_4_does_not():
+    assert classifier_recipe(ATTEMPTS[2].to_dict()) == classifier_recipe(ATTEMPTS[3].to_dict())
+    assert classifier_recipe(_json_config(2)) == classifier_recipe(_json_config(3))
+    assert classifier_recipe(_json_config(3)) != classifier_recipe(_json_config(4))  # another loss
+    assert classifier_recipe(_json_config(2)) != classifier_recipe(_json_config(3, epochs=5))
+    other_weights = {"spec": "imagenet", "file": None, "sha256": None, "pretrained": True}
+    assert classifier_recipe(_json_config(2)) != classifier_recipe(_json_config(3, weights=other_weights))
+
+
+def test_attempt_4_shares_the_detector_of_attempt_3_only_with_the_same_inputs():
+    assert shares_detector(_json_config(3), _json_config(4))
+    assert not shares_detector(_json_config(2), _json_config(3))  # attempt 2 has no detector
+    assert not shares_detector(_json_config(3), _json_config(4, image_size=224))
+    assert not shares_detector(_json_config(3), _json_config(4, arch="resnet18"))
+
+
+def test_the_rules_need_no_torch():
+    code = "import sys, inspectkit.attempts; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -57,22 +57,6 @@ def trained_12(synthetic_root, tmp_path_factory):
     return out
 
 
-def _attempt(number, mean, std):
-    return {"attempt": number, "test": {"macro_f1": {"mean": mean, "std": std}}}
-
-
-def test_best_attempt_is_the_highest_mean_and_a_tie_goes_to_the_lower_std():
-    attempts = [_attempt(1, 0.70, 0.01), _attempt(2, 0.80, 0.05), _attempt(3, 0.80, 0.02), _attempt(4, 0.79, 0.0)]
-    assert best_attempt(attempts)["attempt"] == 3
-    assert best_attempt(attempts[:2])["attempt"] == 2  # a higher mean wins even with a larger std
-    assert best_attempt(list(reversed(attempts)))["attempt"] == 3  # not the order they come in
-
-
-def test_best_attempt_reads_the_report_rows_through_a_key():
-    rows = [{"number": 1, "macro_f1": {"mean": 0.9, "std": 0.1}}, {"number": 2, "macro_f1": {"mean": 0.9, "std": 0.0}}]
-    assert best_attempt(rows, macro_f1=lambda r: r["macro_f1"])["number"] == 2
-
-
 def test_compare_names_the_same_best_as_the_rule(trained_12):
     results = trained_results(trained_12, "all")
     comparison = compare(results)

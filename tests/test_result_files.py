@@ -160,7 +160,7 @@ def test_read_result_checks_the_category(tmp_path):
 
 @pytest.mark.parametrize("name", ["stats_bottle.json", "anomaly_bottle.json", "attempt_3.json"])
 def test_report_names_results_from_another_category(name, tmp_path):
-    from test_report import make_results
+    from report_results import make_results
 
     folder = make_results(tmp_path, seed=3)
     data = json.loads((folder / name).read_text())

@@ -8,7 +8,7 @@ import sys
 import types
 
 import pytest
-from test_report import make_results
+from report_results import make_results
 
 import run_all
 

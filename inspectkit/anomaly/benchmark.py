@@ -1,6 +1,7 @@
 """Benchmark mode: the detector on every category under a data root, one results JSON each, and a summary
 (``anomaly_summary.json`` plus a printed table) of ours beside the Gaussian baseline. A category that fails is
-reported with its reason; the others still run."""
+reported with its reason; the others still run. The summary is derived from the per-category files as written
+(``inspectkit.anomaly_results``), never from numbers held in memory."""
 
 from __future__ import annotations
 
@@ -9,16 +10,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
+from ..anomaly_results import METRICS, build_summary, summary_row
 from ..data import Category, list_categories, load_category
 from ..errors import UserError
 from .geometry import input_shape
 from .patchcore import PatchCoreConfig
 from .pipeline import run_detection
 from .position import border_warning
-
-METRICS = ("image_auroc", "pixel_auroc", "pro")
 
 
 def find_categories(root: Path) -> list[str]:
@@ -34,9 +32,10 @@ def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: 
                   baseline: bool = True, figures: bool = True, progress: bool = True,
                   write_record: Callable[[Category, dict, dict], Path]) -> dict:
     """Run every category under ``root``; ``write_record(category, record, weights_info)`` writes each category's
-    JSON as soon as it is done. Returns the summary record (no provenance): one row per category and a mean row,
-    and ``weights_info``, the provenance of the weights (None when no category ran)."""
-    rows, weights_info = [], None
+    JSON as soon as it is done. Returns the summary record (no provenance), derived from the per-category files in
+    ``out``: one row per category and a mean row, the settings they share and those that differ, and
+    ``weights_info``, the provenance of the weights (None when no category ran)."""
+    failed, weights_info = [], None
     for name in find_categories(root):
         try:
             started = time.perf_counter()
@@ -45,37 +44,17 @@ def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: 
             record, detector = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
                                       figures=figures, progress=progress, category_s=time.perf_counter() - started)
         except UserError as exc:
-            rows.append({"category": name, "status": "failed", "reason": str(exc)})
+            failed.append({"category": name, "status": "failed", "reason": str(exc)})
             print(f"{name}: failed: {exc}")
             continue
         weights_info = detector.weights
-        path = write_record(category, record, weights_info)
-        rows.append(summary_row(record, path))
-        print_row(rows[-1])
+        write_record(category, record, weights_info)
+        print_row(summary_row(record))
         warning = border_warning(record.get("position"))
         if warning:
             print(f"{name}: {warning}")
         gc.collect()  # the next category's peak memory should not include this one's leftovers
-    return {"categories": rows, "mean": mean_row(rows), "config": config.as_dict(), "weights": weights,
-            "weights_info": weights_info}
-
-
-def summary_row(record: dict, path: Path) -> dict:
-    ours, base = record["metrics"], record.get("baseline") or {}
-    return {"category": record["category"], "status": "ok", "file": path.name,
-            **{m: ours[m] for m in METRICS}, **{f"baseline_{m}": base.get(m) for m in METRICS},
-            "seconds": record["timings"]["total_s"], "peak_rss_mb": record["peak_rss_mb"],
-            "input_shape": record["config"]["input_shape"], "test_images": sum(record["counts"]["test"].values())}
-
-
-def mean_row(rows: list[dict]) -> dict:
-    """Means over the categories that ran (a metric only over the categories that have it)."""
-    done = [r for r in rows if r["status"] == "ok"]
-    mean = {"categories": len(done), "failed": len(rows) - len(done)}
-    for key in (*METRICS, *(f"baseline_{m}" for m in METRICS), "seconds", "peak_rss_mb"):
-        values = [r[key] for r in done if r.get(key) is not None]
-        mean[key] = float(np.mean(values)) if values else None
-    return mean
+    return {**build_summary(out, failed), "weights": weights, "weights_info": weights_info}
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

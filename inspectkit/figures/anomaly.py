@@ -20,7 +20,7 @@ def heatmap_strip(images: list[np.ndarray], maps: list[np.ndarray], masks: list[
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
     for col, (image, amap, mask, title) in enumerate(zip(images, maps, masks, titles, strict=True)):
         axes[0, col].imshow(image)
-        axes[0, col].set_title(title, fontsize=8)
+        axes[0, col].set_title(title.replace("_", " "), fontsize=8)  # class names as words
         axes[1, col].imshow(image)
         shown = axes[1, col].imshow(amap, cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
         if mask is not None and mask.any():

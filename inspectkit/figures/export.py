@@ -1,5 +1,6 @@
 """The Q5 figure: one exported image per defect type with its boxes and polygons drawn over it, read back from the
-export files themselves (COCO, else YOLO with YOLO-seg), so the figure shows what the export holds."""
+export files themselves (COCO, else YOLO with YOLO-seg), so the figure shows what the export holds; and finding the
+export that ``export_<category>.json`` describes, to draw it (or keep the one drawn earlier) for the report."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from matplotlib.patches import Polygon, Rectangle
 from PIL import Image
 
 from ..imageio import open_image
-from ..splits import PARTS
+from ..results import REPO_ROOT, read_json
 from . import save_figure
 
 PANEL_PIXELS = 320  # longer side of each drawn image; the export's coordinates are scaled to it
@@ -35,6 +36,8 @@ class LabelledImage:
 
 def read_coco(coco_dir: Path) -> list[LabelledImage]:
     """Every image with instances in ``coco_dir/annotations/instances_<part>.json``, polygons or not (RLE)."""
+    from ..splits import PARTS  # here, not at the top: the splits module loads the data layer and torch
+
     images = []
     for part in PARTS:
         path = coco_dir / "annotations" / f"instances_{part}.json"
@@ -62,6 +65,8 @@ def read_yolo(yolo_dir: Path, seg_dir: Path | None) -> list[LabelledImage]:
     """Every image with instances in a YOLO detect dataset, with the polygons of the YOLO-seg one when given
     (both exports write an image's instances in the same order)."""
     import yaml
+
+    from ..splits import PARTS
 
     names = yaml.safe_load((yolo_dir / "dataset.yaml").read_text(encoding="utf-8"))["names"]
     images = []
@@ -132,9 +137,56 @@ def export_labels_figure(images: list[LabelledImage], source: str, path: str | o
             if label != cls:  # an instance of another type in the same image: name it at its box
                 ax.text(x * scale_x, y * scale_y, label, fontsize=5, color=colour, va="bottom")
         n = image.labels.count(cls)
-        ax.set_title(f"{cls}: {n} instance{'s' if n != 1 else ''}", fontsize=7)
-        ax.set_xlabel(f"{image.part}/{image.path.name}", fontsize=5.5)
+        ax.set_title(f"{cls.replace('_', ' ')}: {n} instance{'s' if n != 1 else ''}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"read back from the export ({source}): boxes dashed, polygons filled", fontsize=7, y=0.99)
+    fig.suptitle(f"labels read back from the exported {source.upper()} files: boxes dashed, polygons filled",
+                 fontsize=7, y=0.99)
     return save_figure(fig, path)
+
+
+def export_figure_name(category: str) -> str:
+    """The Q5 figure's file name under <results>/figures/."""
+    return f"export_{category}_labels.png"
+
+
+def find_export_dir(record: dict) -> Path | None:
+    """The folder ``export_<category>.json`` (``record``) says it exported to, if it is on this machine and still
+    holds that export (its summary has the same provenance); relative paths are tried from here, then from the
+    repository."""
+    from ..export.output import MARKER  # here, not at the top: the exporter's package loads torch
+
+    out = Path(record.get("out") or "")
+    for folder in (out,) if out.is_absolute() else (out, REPO_ROOT / out):
+        try:
+            if read_json(folder / MARKER).get("provenance") == record.get("provenance"):
+                return folder
+        except (OSError, ValueError, AttributeError):  # missing, unreadable or not an export summary
+            continue
+    return None
+
+
+def draw_export_figure(results_dir: Path, category: str, record: dict, remake: str) -> str:
+    """Draw the Q5 figure into <results>/figures/ from the export files when they are here, else keep one drawn
+    earlier; one line saying which (with ``remake``, the command that makes the export, when there is no figure).
+    The export folder is not committed, so on a fresh clone the committed figure is kept."""
+    from ..export.output import MARKER
+
+    path = results_dir / "figures" / export_figure_name(category)
+    folder = find_export_dir(record)
+    if folder is None:
+        reason = f"export_{category}.json's export in {record.get('out')} is not on this machine"
+        if (Path(record.get("out") or "") / MARKER).is_file():
+            reason = f"{record.get('out')} holds another export than export_{category}.json describes"
+    else:
+        try:
+            images, source = read_export(folder)
+            reason = f"the export in {folder} holds no defect instances"
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:  # a damaged or foreign export
+            images, reason = [], f"cannot read the export in {folder} ({exc.__class__.__name__}: {str(exc)[:80]})"
+        if images:
+            export_labels_figure(images, source, path)
+            return f"Q5 figure drawn from {folder} ({source}): {path}"
+    if path.is_file():
+        return f"Q5 figure kept as drawn earlier ({reason}): {path}"
+    return f"Q5 figure left out ({reason}); the report notes it. To draw it, run `{remake}`, then build it again"

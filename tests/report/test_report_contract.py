@@ -70,8 +70,11 @@ def test_the_report_shows_the_producers_numbers(produced, synthetic_root, capsys
     assert f"{export['instances']['total']} instances ({per_class})" in text
     assert f"IoU {export['polygon_iou']['all']['mean']:.3f} on average" in text
 
-    footer = html[html.index("<footer"):html.index("</footer>")]
-    assert f"(data: {synthetic_root.name})" in footer and str(synthetic_root.parent) not in footer
+    answered = re.sub(r'<div class="placeholder">.*?</div>', "", html, flags=re.S)  # Q4's says how to make it
+    assert str(synthetic_root) not in answered  # the data's path goes to the provenance record, not the page
+    record = _read(results, "report_provenance.json")
+    assert record["data"]["root_name"] == synthetic_root.name
+    assert {s["file"] for s in record["sources"]} >= {"stats_demo.json", "evaluation.json", "export_demo.json"}
 
 
 def test_q5_figure_is_drawn_from_the_export_files(produced, capsys):
@@ -119,6 +122,7 @@ def test_without_the_export_files_the_report_keeps_or_notes_the_figure(produced,
     (clone / "figures" / "export_demo_labels.png").unlink()
     stdout, html, text = _build(clone, capsys)
     assert "Q5 figure left out" in stdout and "export_demo_labels.png" not in html
-    assert "No figure of the exported labels" in text and "python export_labels.py" in text
+    assert "No figure of the exported labels" in text and "python export_labels.py" not in text
+    assert "To draw it, run `python export_labels.py" in stdout  # the command goes to the builder, not the page
     assert build_report.main(build_report.get_args_parser().parse_args(
         ["--results", str(clone), "--allow-missing"]))["pages"] <= 3
