@@ -5,20 +5,22 @@ reported with its reason; the others still run."""
 from __future__ import annotations
 
 import gc
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..data import Category, list_categories, load_category
+from ..data import list_categories, load_category, resolve_data_root
 from ..errors import UserError
-from .geometry import input_shape
-from .patchcore import PatchCoreConfig
-from .pipeline import run_detection
+from ..results import ensure_writable_dir, provenance, write_json
+from .config import PatchCoreConfig
+from .pipeline import run_detection, write_record
 from .position import border_warning
 
 METRICS = ("image_auroc", "pixel_auroc", "pro")
+SUMMARY_FILE = "anomaly_summary.json"
 
 
 def find_categories(root: Path) -> list[str]:
@@ -30,26 +32,46 @@ def find_categories(root: Path) -> list[str]:
     return names
 
 
+def benchmark(data_root: str | os.PathLike | None, config: PatchCoreConfig, weights: str, *, device: str = "cpu",
+              out: str | os.PathLike, baseline: bool = True, figures: bool = True, progress: bool = True,
+              command: Sequence[str] | None = None) -> dict:
+    """``anomaly.py --category all``: every category under the data root (``run_benchmark``), then the summary
+    with its provenance, written to ``<out>/anomaly_summary.json`` and printed as a table. Returns the summary."""
+    root = resolve_data_root(data_root)
+    if not root.is_dir():
+        raise UserError(f"--category all: data root {root} is not a folder; point --data-root at the folder that "
+                        "holds the category folders")
+    out = ensure_writable_dir(out)
+    summary = run_benchmark(root, config, weights, device=device, out=out, baseline=baseline, figures=figures,
+                            progress=progress, command=command)
+    summary["provenance"] = provenance(seed=config.seed, weights=summary.pop("weights_info"), data_root=root,
+                                       command=command)
+    path = write_json(out / SUMMARY_FILE, summary)
+    print(format_table(summary))
+    print(f"wrote {path}")
+    return summary
+
+
 def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: str = "cpu", out: Path,
                   baseline: bool = True, figures: bool = True, progress: bool = True,
-                  write_record: Callable[[Category, dict, dict], Path]) -> dict:
-    """Run every category under ``root``; ``write_record(category, record, weights_info)`` writes each category's
-    JSON as soon as it is done. Returns the summary record (no provenance): one row per category and a mean row,
-    and ``weights_info``, the provenance of the weights (None when no category ran)."""
+                  command: Sequence[str] | None = None) -> dict:
+    """Run every category under ``root``, writing each category's JSON (``pipeline.write_record``) as soon as it
+    is done. Returns the summary record (no provenance): one row per category and a mean row, and
+    ``weights_info``, the provenance of the weights (None when no category ran)."""
     rows, weights_info = [], None
     for name in find_categories(root):
         try:
             started = time.perf_counter()
-            category = load_category(root, name, progress=progress,
-                                     prewarm=lambda sizes: input_shape(sizes, config.image_size))
+            category = load_category(root, name, progress=progress, prewarm=config.detector_shape)
             record, detector = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
-                                      figures=figures, progress=progress, category_s=time.perf_counter() - started)
+                                             figures=figures, progress=progress,
+                                             category_s=time.perf_counter() - started)
         except UserError as exc:
             rows.append({"category": name, "status": "failed", "reason": str(exc)})
             print(f"{name}: failed: {exc}")
             continue
         weights_info = detector.weights
-        path = write_record(category, record, weights_info)
+        path = write_record(out, record, weights_info, category, command)
         rows.append(summary_row(record, path))
         print_row(rows[-1])
         warning = border_warning(record.get("position"))
