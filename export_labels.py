@@ -150,7 +150,7 @@ def main(args: argparse.Namespace) -> dict:
 
     options = ExportOptions(formats=formats, **{f.name: getattr(args, f.name) for f in fields(ExportOptions)
                                                 if f.name != "formats"})
-    record = provenance(seed=args.seed, data_root=data_root_of(category), demo=category.demo)
+    record = provenance(seed=args.seed, data_root=data_root_of(category), demo=category.demo, command=args.command)
     summary = export_category(category, out, options, split, record, progress=not args.no_progress,
                               out_as_given=out_as_given)
     path = write_json(results / f"export_{category.name}.json", summary)
