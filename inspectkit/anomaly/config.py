@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from ..errors import UserError
-from ..models import check_arch
 from .coreset import DEFAULT_PROJECTION_DIM, DEFAULT_SAMPLER
 from .features import DEFAULT_PAD, DEFAULT_STRIDE, default_layers
 from .geometry import input_shape
@@ -50,7 +49,6 @@ class PatchCoreConfig:
     scale_power: float = DEFAULT_SCALE_POWER
 
     def __post_init__(self) -> None:
-        check_arch(self.arch)
         self.layers = tuple(self.layers) or default_layers(self.arch)  # a UserError for a backbone without them
         if not 0 < self.coreset_ratio <= 1:
             raise UserError(f"--coreset-ratio must be in (0, 1], e.g. 0.02 for 2 %; got {self.coreset_ratio}")

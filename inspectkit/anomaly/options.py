@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..cli import seed
+from ..models import check_arch
 from .config import PatchCoreConfig, raise_validation_share
 from .coreset import SAMPLERS
 from .features import DEFAULT_LAYERS
@@ -88,7 +89,9 @@ def add_saved_detector_args(parser: argparse.ArgumentParser) -> argparse._Argume
 
 def config_from_args(args: argparse.Namespace) -> PatchCoreConfig:
     """The config the flags of ``add_detector_args`` (and ``--arch``) describe; a UserError naming the flag for a
-    bad value. A script run sets its thresholds from the held-out share, so ``--validation-share`` must be > 0."""
+    bad value. ``--arch`` must name a TorchVision model (a detector file's config is checked against the backbone
+    it builds instead); a script run sets its thresholds from the held-out share, so ``--validation-share`` > 0."""
+    check_arch(args.arch)
     layers = tuple(name.strip() for name in args.layers.split(",") if name.strip()) if args.layers else ()
     config = PatchCoreConfig(arch=args.arch, layers=layers, pad=args.pad, image_size=args.image_size,
                              coreset_ratio=args.coreset_ratio, max_bank=args.max_bank, sampler=args.sampler,
