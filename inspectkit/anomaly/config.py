@@ -63,7 +63,7 @@ class PatchCoreConfig:
         if not 0 < self.false_alarm < 1:
             raise UserError(f"--false-alarm must be in (0, 1), e.g. 0.01 for 1 %; got {self.false_alarm}")
         if not 0 <= self.validation_share < 1:
-            raise_validation_share(self.validation_share)
+            raise bad_validation_share(self.validation_share)
         if self.sigma < 0 or self.score_sigma < 0:
             raise UserError("--sigma and --score-sigma must be >= 0")
         if self.position_norm == "none" and self.scale_power != DEFAULT_SCALE_POWER:
@@ -83,5 +83,6 @@ class PatchCoreConfig:
         return input_shape(train_sizes, self.image_size)
 
 
-def raise_validation_share(value: float) -> None:
-    raise UserError(f"--validation-share must be in (0, 1), e.g. 0.01 for 1 %; got {value}")
+def bad_validation_share(value: float) -> UserError:
+    """The error for a ``--validation-share`` out of range (0 too, where the thresholds are needed)."""
+    return UserError(f"--validation-share must be in (0, 1), e.g. 0.01 for 1 %; got {value}")

@@ -8,7 +8,7 @@ import argparse
 
 from ..cli import seed
 from ..models import check_arch
-from .config import PatchCoreConfig, raise_validation_share
+from .config import PatchCoreConfig, bad_validation_share
 from .coreset import SAMPLERS
 from .features import DEFAULT_LAYERS
 from .position import MODES as POSITION_MODES
@@ -99,5 +99,5 @@ def config_from_args(args: argparse.Namespace) -> PatchCoreConfig:
                              seed=args.seed, validation_share=args.validation_share, false_alarm=args.false_alarm,
                              position_norm=args.position_norm, scale_power=args.scale_power)
     if config.validation_share == 0:
-        raise_validation_share(config.validation_share)
+        raise bad_validation_share(config.validation_share)
     return config

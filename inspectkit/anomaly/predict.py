@@ -1,6 +1,7 @@
 """Scoring a folder of new images with a saved detector: the verdict at its good-only threshold, the score normalised
 so that the threshold is 0.5, the largest defect region's bounding box in the file's own pixels, and (on request)
 an overlay PNG per image. Images stream through in batches, so a folder of any length fits in memory.
+``score_folder`` is ``anomaly.py --load FILE --images DIR``: the checks, the scoring, and the CSV and JSON record.
 """
 
 from __future__ import annotations
