@@ -23,107 +23,29 @@ import sys
 import time
 from pathlib import Path
 
-from inspectkit.anomaly import PatchCore, PatchCoreConfig
-from inspectkit.anomaly.benchmark import format_table, run_benchmark
-from inspectkit.anomaly.coreset import SAMPLERS
-from inspectkit.anomaly.features import DEFAULT_LAYERS, default_layers
+from inspectkit import cli
+from inspectkit.anomaly import PatchCore, PatchCoreConfig, options
+from inspectkit.anomaly.benchmark import benchmark
 from inspectkit.anomaly.gallery import find_chromium, screenshot
-from inspectkit.anomaly.geometry import input_shape
-from inspectkit.anomaly.pipeline import run_detection
-from inspectkit.anomaly.position import MODES as POSITION_MODES
+from inspectkit.anomaly.pipeline import run_detection, summary_text, write_record
 from inspectkit.anomaly.position import border_warning
-from inspectkit.anomaly.predict import as_records, check_outputs, find_images, predict_folder, predictions_csv
-from inspectkit.anomaly_results import SUMMARY_NAME, failed_rows, write_summary
-from inspectkit.cli import (
-    add_data_args,
-    add_model_args,
-    add_out_arg,
-    data_root_of,
-    flag_given,
-    refuse_unused_flags,
-    resolve_category,
-    resolve_weights,
-    run,
-    script_parser,
-    seed,
-)
-from inspectkit.data import Category, resolve_data_root
+from inspectkit.anomaly.predict import score_folder, scored_text
 from inspectkit.errors import UserError
-from inspectkit.models import check_arch, resolve_device
-from inspectkit.names import one_line, plain_name
-from inspectkit.results import atomic_write, check_not_input, ensure_writable_dir, provenance, sha256_file, write_json
+from inspectkit.models import resolve_device
+from inspectkit.names import one_line
+from inspectkit.results import check_not_input, ensure_writable_dir
 
 ALL = "all"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = script_parser(__doc__)
-    add_data_args(parser)
-    add_model_args(parser, arch_default=PatchCoreConfig.arch)
-    group = parser.add_argument_group("detector")
-    group.add_argument("--image-size", type=int, default=PatchCoreConfig.image_size,
-                       help="side of the square of the same area as the model input (the aspect ratio is kept)")
-    group.add_argument("--coreset-ratio", type=float, default=PatchCoreConfig.coreset_ratio,
-                       help="share of the good patches kept in the memory bank, in (0, 1]")
-    group.add_argument("--max-bank", type=int, default=PatchCoreConfig.max_bank,
-                       help="most patches in the memory bank, whatever the dataset size (bounds memory and time)")
-    group.add_argument("--sampler", default=PatchCoreConfig.sampler, choices=list(SAMPLERS),
-                       help="coreset sampler: grouped_greedy and subsample_greedy are approximate k-center, greedy "
-                            "and pruned_greedy exact, random for comparison")
-    layer_defaults = "; ".join(f"{arch}: {','.join(layers)}" for arch, layers in DEFAULT_LAYERS.items())
-    group.add_argument("--layers", default=None,
-                       help="comma-separated backbone stages (torchvision graph node names), e.g. layer2,layer3; "
-                            f"if not given, per --arch: {layer_defaults}")
-    group.add_argument("--pad", type=int, default=PatchCoreConfig.pad,
-                       help="pixels mirrored around each image before the backbone (a multiple of 8), so that "
-                            "zero padding never decides a border patch; 0 to switch off")
-    group.add_argument("--score-sigma", type=float, default=PatchCoreConfig.score_sigma,
-                       help="Gaussian smoothing of the patch-score grid, in cells, before its maximum becomes the "
-                            "image score")
-    group.add_argument("--position-norm", default=PatchCoreConfig.position_norm, choices=list(POSITION_MODES),
-                       help="cell: score each patch against how the held-out good images score at that position "
-                            "(edges that vary from image to image stop deciding the image score); none: plain "
-                            "nearest-neighbour distance, the scoring before")
-    group.add_argument("--scale-power", type=float, default=PatchCoreConfig.scale_power,
-                       help="with --position-norm cell: how far each position's own spread divides its score, "
-                            "0 (none: location only) to 1 (full standardisation)")
-    group.add_argument("--sigma", type=float, default=PatchCoreConfig.sigma,
-                       help="Gaussian smoothing of the anomaly map, in pixels")
-    group.add_argument("--batch-size", type=int, default=PatchCoreConfig.batch_size, help="images per forward pass")
-    group.add_argument("--seed", type=seed, default=PatchCoreConfig.seed,
-                       help="seed for the patch pool, the coreset and the random projection")
-    group.add_argument("--validation-share", type=float, default=PatchCoreConfig.validation_share,
-                       help="share of train/good held out of the memory bank (seeded) to set the thresholds from "
-                            "good images only, in (0, 1)")
-    group.add_argument("--false-alarm", type=float, default=PatchCoreConfig.false_alarm,
-                       help="target false-alarm rate on the held-out good images, in (0, 1): 0.01 flags about 1 in "
-                            "100 good images (and pixels) as defective")
-    group.add_argument("--no-baseline", action="store_true", help="skip the Gaussian (PaDiM-like) baseline")
-    group.add_argument("--no-figures", action="store_true",
-                       help="skip the heat-map strip, the histogram and the HTML gallery")
-    group.add_argument("--screenshot", action="store_true",
-                       help="also save a picture of the gallery's top (sorted by score) as "
-                            "<out>/figures/anomaly_<category>_gallery.png; needs chromium (apt-get install chromium)")
-    scoring = parser.add_argument_group("score new images with a saved detector")
-    scoring.add_argument("--load", default=None, metavar="FILE",
-                         help="a detector file written by an earlier run (under <out>/detectors/)")
-    scoring.add_argument("--images", default=None, metavar="DIR",
-                         help="with --load: score every image under DIR (recursively) and write "
-                              "<out>/predictions_<DIR name>.csv and .json")
-    scoring.add_argument("--save-maps", action="store_true",
-                         help="with --images: also write an overlay PNG per image to <out>/predictions_<DIR name>/")
-    scoring.add_argument("--export", choices=["onnx"], default=None,
-                         help="with --load: write the detector as an ONNX model (uint8 RGB in; map and score out)")
-    scoring.add_argument("--export-file", default=None, metavar="PATH",
-                         help="with --export: where to write it (default: next to the --load file, .onnx)")
-    add_out_arg(parser)
+    parser = cli.script_parser(__doc__)
+    cli.add_data_args(parser)
+    cli.add_model_args(parser, arch_default=PatchCoreConfig.arch)
+    options.add_detector_args(parser)
+    options.add_saved_detector_args(parser)
+    cli.add_out_arg(parser)
     return parser
-
-
-# The flags each mode reads; any other flag given is refused (cli.refuse_unused_flags), never silently ignored.
-EXPORT_FLAGS = ("load", "export", "export_file")
-SCORING_FLAGS = ("load", "images", "save_maps", "out", "device", "batch_size")
-SAVED_DETECTOR_FLAGS = ("load", "images", "save_maps", "export", "export_file")  # none of them fits a detector
 
 
 def main(args: argparse.Namespace) -> dict | Path:
@@ -131,155 +53,53 @@ def main(args: argparse.Namespace) -> dict | Path:
     if args.export:
         if not args.load:
             raise UserError("--export needs --load FILE: the detector file to export")
-        refuse_unused_flags(parser, args, EXPORT_FLAGS, "with --export (the detector file's own settings are "
-                                                        "exported)")
+        cli.refuse_unused_flags(parser, args, options.EXPORT_FLAGS,
+                                "with --export (the detector file's own settings are exported)")
         return export_detector(args)
     if args.load or args.images:
         if not (args.load and args.images):
             raise UserError("--load FILE and --images DIR go together: score the images in DIR with the detector "
                             "FILE")
-        refuse_unused_flags(parser, args, SCORING_FLAGS, "with --load and --images (the detector file's own "
-                                                         "settings are used)")
-        return score_folder(args)
-    refuse_unused_flags(parser, args, set(vars(args)) - set(SAVED_DETECTOR_FLAGS),
-                        "without --load (they act on a saved detector)")
+        cli.refuse_unused_flags(parser, args, options.SCORING_FLAGS,
+                                "with --load and --images (the detector file's own settings are used)")
+        return score(args, batch_size=args.batch_size if cli.flag_given(parser, args, "batch_size") else None)
+    cli.refuse_unused_flags(parser, args, set(vars(args)) - set(options.SAVED_DETECTOR_FLAGS),
+                            "without --load (they act on a saved detector)")
     if args.screenshot and (args.no_figures or (args.category == ALL and not args.demo)):
         raise UserError("--screenshot pictures the gallery of one category: it does nothing with "
                         + ("--no-figures" if args.no_figures else "--category all") + "; drop one of them")
-    config = check_args(args)
+    config = options.config_from_args(args)
     if args.screenshot:
         find_chromium()  # a UserError with the install hint before any work
-    weights = resolve_weights(args)
-    device = resolve_device(args.device)
+    weights, device = cli.resolve_weights(args), resolve_device(args.device)
     if args.category == ALL and not args.demo:
-        return benchmark(args, config, weights, device)
+        return benchmark(args.data_root, config, weights, device=device, out=args.out, command=args.command,
+                         baseline=not args.no_baseline, figures=not args.no_figures)
     started = time.perf_counter()
-    # the check stores each image at the detector's input shape (pipeline.category_shape) as it decodes it
-    category = resolve_category(args, prewarm=lambda sizes: input_shape(sizes, config.image_size))
+    category = cli.resolve_category(args, prewarm=config.detector_shape)  # stores each image at the detector's shape
     category_s = time.perf_counter() - started
     out = ensure_writable_dir(args.out)
     record, detector = run_detection(category, config, weights, device=device, baseline=not args.no_baseline,
                                      out=out, figures=not args.no_figures, category_s=category_s)
-    path = write_record(out, record, detector.weights, category)
-    if (out / SUMMARY_NAME).is_file():  # the summary is derived from the per-category files: keep it so
-        write_summary(out, provenance(seed=config.seed, weights=detector.weights), failed_rows(out))
+    path = write_record(out, record, detector.weights, category, args.command)
     if args.screenshot:
         picture = screenshot(out / f"anomaly_{category.name}.html",
                              out / "figures" / f"anomaly_{category.name}_gallery.png", fragment="sort=score-desc")
         print(f"gallery screenshot: {picture}")
-    print_summary(path, record)
+    print(summary_text(record, path))
+    if warning := border_warning(record.get("position")):
+        print(warning, file=sys.stderr)
     return record
 
 
-def check_args(args: argparse.Namespace) -> PatchCoreConfig:
-    """Validate the detector flags once, here at the boundary."""
-    check_arch(args.arch)
-    if args.layers is None:
-        default_layers(args.arch)  # a UserError for a backbone without chosen stages
-    if not 0 < args.coreset_ratio <= 1:
-        raise UserError(f"--coreset-ratio must be in (0, 1], e.g. 0.02 for 2 %; got {args.coreset_ratio}")
-    if args.image_size < 32:
-        raise UserError(f"--image-size must be at least 32 pixels; got {args.image_size}")
-    for flag, value in (("--batch-size", args.batch_size), ("--max-bank", args.max_bank)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1; got {value}")
-    if args.pad < 0 or args.pad % 16:
-        raise UserError(f"--pad must be 0 or a multiple of 16 (the deepest stage's stride); got {args.pad}")
-    for flag, value in (("--false-alarm", args.false_alarm), ("--validation-share", args.validation_share)):
-        if not 0 < value < 1:
-            raise UserError(f"{flag} must be in (0, 1), e.g. 0.01 for 1 %; got {value}")
-    if args.sigma < 0 or args.score_sigma < 0:
-        raise UserError("--sigma and --score-sigma must be >= 0")
-    if args.position_norm == "none" and args.scale_power != PatchCoreConfig.scale_power:
-        raise UserError("--scale-power does nothing with --position-norm none (plain nearest-neighbour scores); "
-                        "drop one of them")
-    if not 0 <= args.scale_power <= 1:
-        raise UserError(f"--scale-power must be in [0, 1] (0: location only, 1: full standardisation); got "
-                        f"{args.scale_power}")
-    layers = tuple(name.strip() for name in args.layers.split(",") if name.strip()) if args.layers else ()
-    return PatchCoreConfig(arch=args.arch, layers=layers, pad=args.pad, image_size=args.image_size,
-                           coreset_ratio=args.coreset_ratio, max_bank=args.max_bank, sampler=args.sampler,
-                           sigma=args.sigma, score_sigma=args.score_sigma, batch_size=args.batch_size, seed=args.seed,
-                           validation_share=args.validation_share, false_alarm=args.false_alarm,
-                           position_norm=args.position_norm, scale_power=args.scale_power)
-
-
-def write_record(out: Path, record: dict, weights: dict, category: Category) -> Path:
-    """Add the provenance block to a category's record and write ``<out>/anomaly_<category>.json``."""
-    record["provenance"] = provenance(seed=record["config"]["seed"], weights=weights,
-                                      data_root=data_root_of(category), demo=category.demo)
-    return write_json(out / f"anomaly_{category.name}.json", record)
-
-
-def benchmark(args: argparse.Namespace, config: PatchCoreConfig, weights: str, device) -> dict:
-    """``--category all``: every category under the data root, then the summary."""
-    root = resolve_data_root(args.data_root)
-    if not root.is_dir():
-        raise UserError(f"--category all: data root {root} is not a folder; point --data-root at the folder that "
-                        "holds the category folders")
-    out = ensure_writable_dir(args.out)
-    summary = run_benchmark(root, config, weights, device=device, out=out, baseline=not args.no_baseline,
-                            figures=not args.no_figures, write_record=lambda c, r, w: write_record(out, r, w, c))
-    summary["provenance"] = provenance(seed=config.seed, weights=summary.pop("weights_info"), data_root=root)
-    path = write_json(out / SUMMARY_NAME, summary)
-    print(format_table(summary))
-    print(f"wrote {path}")
-    return summary
-
-
-def score_folder(args: argparse.Namespace) -> dict:
-    """``--load FILE --images DIR``: score every image under DIR with a saved detector; CSV and JSON of verdicts."""
-    folder = Path(args.images)
-    detector = PatchCore.load(args.load, resolve_device(args.device))
-    files = find_images(folder)  # a file, a missing or an empty folder fails here, before anything is written
-    out = ensure_writable_dir(args.out)
-    name = output_stem(folder)
-    maps_dir = out / f"predictions_{name}" if args.save_maps else None
-    csv_path, json_path = out / f"predictions_{name}.csv", out / f"predictions_{name}.json"
-    check_outputs([csv_path, json_path], maps_dir, files, folder, reads={Path(args.load): "the --load detector"})
-    batch_size = args.batch_size if flag_given(get_args_parser(), args, "batch_size") else None
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1; got {batch_size}")
-    predictions, skipped, timing = predict_folder(detector, folder, maps_dir=maps_dir, batch_size=batch_size)
-    for item in skipped:
+def score(args: argparse.Namespace, batch_size: int | None) -> dict:
+    """``--load FILE --images DIR``: the verdicts, scores and boxes of every image under DIR, as CSV and JSON."""
+    result, csv_path, json_path = score_folder(args.load, args.images, args.out, device=resolve_device(args.device),
+                                               save_maps=args.save_maps, batch_size=batch_size, command=args.command)
+    for item in result["skipped_files"]:
         print(f"skipped {one_line(item['file'])}: {item['reason']}", file=sys.stderr)
-    result = {
-        "images": str(folder),
-        "detector_file": str(Path(args.load)),
-        "detector_sha256": sha256_file(args.load),
-        "image_threshold": detector.image_threshold,
-        "pixel_threshold": detector.pixel_threshold,
-        "threshold_note": f"set at a {detector.config.false_alarm:.1%} false-alarm rate on "
-                          f"{detector.threshold_info.get('validation_images')} good validation images held out of "
-                          "train/good (no defect labels); normalized_score is 0.5 at the threshold, 0 for a typical "
-                          "good image; bbox is the largest region at or above the pixel threshold, in the file's "
-                          "pixels (x1, y1 exclusive)",
-        "file_names_note": "file names that are not UTF-8 are written with each such byte as \\xNN; in the CSV, a "
-                           "name a spreadsheet would run as a formula (starting with = + - @, tab or carriage "
-                           "return) or starting with ' has a ' added in front",
-        "config": detector.config.as_dict(),
-        "input_shape": list(detector.input_shape),
-        "counts": {"scored": len(predictions), "defect": sum(p.verdict == "defect" for p in predictions),
-                   "skipped": len(skipped)},
-        "timing": timing,
-        "predictions": as_records(predictions),
-        "skipped_files": skipped,
-        "maps": str(maps_dir) if maps_dir else None,
-        "provenance": provenance(seed=detector.config.seed, weights=detector.weights, data_root=str(folder)),
-    }
-    atomic_write(csv_path, predictions_csv(predictions))
-    write_json(json_path, result)
-    print(f"scored {len(predictions)} images in {timing['score_s']:.1f} s: {result['counts']['defect']} defect, "
-          f"{len(predictions) - result['counts']['defect']} good (threshold {detector.image_threshold:.4g}), "
-          f"{len(skipped)} skipped; wrote {csv_path} and {json_path}"
-          + (f"; overlays in {maps_dir}" if maps_dir else ""))
+    print(scored_text(result, csv_path, json_path))
     return result
-
-
-def output_stem(folder: Path) -> str:
-    """The name of the --images folder, for ``predictions_<name>.csv``: flattened like every output name made from
-    an input name (plain UTF-8, no control characters, short enough for any file system)."""
-    return plain_name(folder.resolve().name or "images")
 
 
 def export_detector(args: argparse.Namespace) -> Path:
@@ -296,22 +116,5 @@ def export_detector(args: argparse.Namespace) -> Path:
     return path
 
 
-def print_summary(path: Path, result: dict) -> None:
-    m, t = result["metrics"], result["timings"]
-    pixel = f"{m['pixel_auroc']:.4f}" if m["pixel_auroc"] is not None else "n/a"
-    pro = f"{m['pro']:.4f}" if m["pro"] is not None else "n/a"
-    print(f"{result['category']}: image AUROC {m['image_auroc']:.4f}, pixel AUROC {pixel}, PRO {pro}, "
-          f"F1 max {m['f1_max']:.3f} (input {'x'.join(map(str, result['config']['input_shape']))})")
-    if result["baseline"]:
-        b = result["baseline"]
-        bp = f"{b['pixel_auroc']:.4f}" if b["pixel_auroc"] is not None else "n/a"
-        print(f"baseline (Gaussian): image AUROC {b['image_auroc']:.4f}, pixel AUROC {bp}")
-    phases = ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total_s")
-    print(f"total {t['total_s']:.1f}s ({phases}); peak memory {result['peak_rss_mb']:.0f} MB; wrote {path}")
-    warning = border_warning(result.get("position"))
-    if warning:
-        print(warning, file=sys.stderr)
-
-
 if __name__ == "__main__":
-    run(main, get_args_parser())
+    cli.run(main, get_args_parser())

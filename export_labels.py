@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from inspectkit.cli import (
@@ -34,20 +33,12 @@ from inspectkit.cli import (
     resolve_category,
     run,
     script_parser,
-    seed,
 )
 from inspectkit.errors import UserError
-from inspectkit.export import (
-    FORMATS,
-    LINK_MODES,
-    MASK_KINDS,
-    SEGMENTATIONS,
-    ExportOptions,
-    check_link_mode,
-    check_out_dir,
-    choose_split,
-    export_category,
-)
+from inspectkit.export import FORMATS, check_link_mode, check_out_dir, choose_split, export_category
+from inspectkit.export.options import add_option_args, options_from_args
+from inspectkit.export.output import check_outside_export
+from inspectkit.export.summary import summary_text
 from inspectkit.names import one_line
 from inspectkit.results import ensure_writable_dir, provenance, write_json
 
@@ -67,48 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--splits", default=None,
                         help="split manifest to take split 0 from; if not given, <results>/splits_<category>.json "
                              "if it exists, else a new seeded split saved in --out")
-    # The export settings: flags named after ExportOptions' fields, defaults read from it.
-    parser.add_argument("--seed", type=seed, default=ExportOptions.seed,
-                        help="seed of a new split, the point prompts and the box jitter")
-    parser.add_argument("--min-area", type=int, default=ExportOptions.min_area,
-                        help="drop mask regions smaller than this many pixels, after --imgsz")
-    parser.add_argument("--polygon-tolerance", type=float, default=ExportOptions.polygon_tolerance,
-                        help="simplify polygons by up to this many pixels; 0 keeps every contour point, "
-                             "0.25 only drops points on straight runs")
-    parser.add_argument("--no-background", dest="background", action="store_false",
-                        default=ExportOptions.background,
-                        help="leave out good images (by default they are background images with empty labels)")
-    parser.add_argument("--link", default=ExportOptions.link, choices=LINK_MODES,
-                        help="copy images, or hard- or sym-link them to the originals")
-    parser.add_argument("--imgsz", type=int, default=ExportOptions.imgsz,
-                        help="resize images and masks so the longer side is N pixels, before labelling; "
-                             "if not given, keep the native size")
-    parser.add_argument("--coco-segmentation", default=ExportOptions.coco_segmentation, choices=SEGMENTATIONS,
-                        help="COCO masks as polygons or exact RLE")
-    parser.add_argument("--sam-mask", default=ExportOptions.sam_mask, choices=MASK_KINDS,
-                        help="SAM masks as one PNG per instance or RLE inside the JSONL")
-    parser.add_argument("--sam-positive", "--sam-points", type=int, default=ExportOptions.sam_positive,
-                        help="positive point prompts per instance, sampled inside the mask")
-    parser.add_argument("--sam-negative", "--sam-negatives", type=int, default=ExportOptions.sam_negative,
-                        help="negative point prompts per instance, sampled near but outside the mask")
-    parser.add_argument("--box-jitter", type=float, default=ExportOptions.box_jitter,
-                        help="move each side of the SAM box prompt by up to this share of the box size; "
-                             "0 is the exact box")
+    add_option_args(parser)  # the export settings: flags named after ExportOptions' fields, defaults read from it
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    if args.min_area < 1:
-        raise UserError(f"--min-area must be at least 1 pixel (got {args.min_area})")
-    if args.polygon_tolerance < 0:
-        raise UserError(f"--polygon-tolerance must be 0 or more (got {args.polygon_tolerance})")
-    if args.imgsz is not None and args.imgsz < 32:
-        raise UserError(f"--imgsz must be at least 32 (got {args.imgsz})")
-    if args.sam_positive < 1 or args.sam_negative < 0:
-        raise UserError("--sam-positive must be at least 1 and --sam-negative at least 0")
-    if not 0 <= args.box_jitter < 1:
-        raise UserError(f"--box-jitter must be in [0, 1) (got {args.box_jitter})")
 
 
 # The flags of one format: refused when --format leaves that format out.
@@ -121,20 +73,9 @@ def check_format_flags(args: argparse.Namespace, formats: tuple[str, ...]) -> No
             refuse_unused_flags(get_args_parser(), args, set(vars(args)) - set(dests), f"without {fmt} in --format")
 
 
-def check_outside_export(out: Path, results: Path, manifest: Path) -> None:
-    """The export replaces ``out`` as a whole: the split manifest it reads and the results folder it writes must
-    lie outside it, or the swap deletes the one (this run) or the other (the next --overwrite)."""
-    if manifest.is_file() and manifest.resolve().is_relative_to(out):
-        raise UserError(f"the split manifest {manifest} lies inside --out {out}, which the export replaces as a "
-                        "whole; copy it outside first and pass it with --splits")
-    if results.resolve().is_relative_to(out):
-        raise UserError(f"--results {results} lies inside --out {out}, which the export replaces as a whole; "
-                        "choose a --results folder outside it")
-
-
 def main(args: argparse.Namespace) -> dict:
-    check_numbers(args)
     formats = FORMATS if "all" in args.format else tuple(dict.fromkeys(args.format))
+    options = options_from_args(args, formats)  # every number checked before anything else
     check_format_flags(args, formats)
     category = resolve_category(args, progress=not args.no_progress)
     out_as_given = str(args.out or Path("exports") / category.name)
@@ -148,20 +89,14 @@ def main(args: argparse.Namespace) -> dict:
     results = ensure_writable_dir(args.results, "--results")
     split = choose_split(category, manifest, args.seed)
 
-    options = ExportOptions(formats=formats, **{f.name: getattr(args, f.name) for f in fields(ExportOptions)
-                                                if f.name != "formats"})
-    record = provenance(seed=args.seed, data_root=data_root_of(category), demo=category.demo)
+    record = provenance(seed=args.seed, data_root=data_root_of(category), demo=category.demo, command=args.command)
     summary = export_category(category, out, options, split, record, progress=not args.no_progress,
                               out_as_given=out_as_given)
     path = write_json(results / f"export_{category.name}.json", summary)
 
     for skipped in summary["images"]["skipped_files"]:
         print(f"warning: skipped {one_line(skipped['file'])}: {skipped['reason']}", file=sys.stderr)
-    instances = summary["instances"]
-    per_class = ", ".join(f"{name} {n}" for name, n in instances["per_class"].items())
-    print(f"{instances['total']} instances ({per_class}) in {summary['images']['with_instances']} defect images, "
-          f"{summary['images']['background']} background images; split from {split.source}")
-    print(f"wrote {', '.join(formats)} to {out} and the summary to {path}")
+    print(summary_text(summary, split.source, out, path))
     return summary
 
 

@@ -8,7 +8,7 @@ Examples:
     python run_all.py --category bottle --data-root /path/to/mvtec --only report    # re-render the PDF only
 
 Each step calls a script's own ``main`` with a Namespace from that script's own parser, so the scripts' defaults
-stay the single source; this file only chooses the shared flags and, for --demo, short settings.
+stay the single source; inspectkit/steps.py only chooses the shared flags and, for --demo, short settings.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import argparse
 import importlib
 import sys
 import time
-from pathlib import Path
 
-from inspectkit.attempts import best_attempt
 from inspectkit.cli import (
     DEMO_WEIGHTS,
     add_data_args,
@@ -31,20 +29,13 @@ from inspectkit.cli import (
     script_parser,
 )
 from inspectkit.errors import UserError
-from inspectkit.report import collect_inputs
 from inspectkit.results import ensure_writable_dir
+from inspectkit.steps import DEMO_ARCH, STEP_FLAGS, STEPS, step_argv, summary_rows
 from inspectkit.synthetic import DEMO_CATEGORY
 
-# step name -> root script (module) it runs, in pipeline order
-STEPS = {"stats": "stats", "train": "train", "evaluate": "evaluate", "anomaly": "anomaly",
-         "export": "export_labels", "report": "build_report"}
-
-# Short settings for --demo: small, procedural data; the point is a complete PDF in minutes, not good numbers.
-DEMO_ARCH = "resnet18"
-DEMO_FLAGS = {
-    "train": ["--epochs", "30", "--splits", "2", "--image-size", "96"],
-    "anomaly": ["--image-size", "128", "--coreset-ratio", "0.1"],
-}
+# train.py and evaluate.py do not pass args.command to provenance() yet, so their results read the command from
+# sys.argv: for them alone, it is set to the step's command while they run. Drop this once they pass it.
+READS_SYS_ARGV = ("train", "evaluate")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -65,42 +56,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _data_flags(args: argparse.Namespace) -> list[str]:
-    if args.demo:
-        return ["--demo"]
-    flags = ["--category", args.category] if args.category else []
-    return flags + (["--data-root", args.data_root] if args.data_root else [])
-
-
-def _model_flags(args: argparse.Namespace) -> list[str]:
-    arch = args.arch or (DEMO_ARCH if args.demo else None)
-    weights = args.weights or (DEMO_WEIGHTS if args.demo else None)
-    flags = ["--device", args.device]
-    flags += ["--arch", arch] if arch else []
-    return flags + (["--weights", weights] if weights else [])
-
-
-def step_argv(step: str, args: argparse.Namespace) -> list[str]:
-    """The command-line arguments of one step's script, as a user would type them."""
-    out = ["--out", args.out]
-    demo = DEMO_FLAGS.get(step, []) if args.demo else []
-    if step == "stats":
-        return [*_data_flags(args), *out]
-    if step == "train":
-        return ["--attempt", "all", *_data_flags(args), *_model_flags(args), *demo, *out]
-    if step == "evaluate":
-        return [*_data_flags(args), "--device", args.device, *out]
-    if step == "anomaly":
-        return [*_data_flags(args), *_model_flags(args), *demo, *out]
-    if step == "export":  # its --out is the exported dataset; its JSON goes to --results
-        exports = Path(args.out) / "exports" / (DEMO_CATEGORY if args.demo else args.category or "dataset")
-        return [*_data_flags(args), "--results", args.out, "--out", str(exports), "--overwrite", *demo]
-    if step == "report":
-        report = ["--results", args.out, "--pdf", "--name", args.name, "--student-id", args.student_id]
-        return report + (["--category", args.category] if args.category and not args.demo else [])
-    raise ValueError(f"unknown step {step}")
-
-
 def parse_step(step: str, argv: list[str]) -> tuple[object, argparse.Namespace]:
     """Import a step's script and parse ``argv`` with its own parser; a flag it lacks is a clear error."""
     module = importlib.import_module(STEPS[step])
@@ -109,39 +64,6 @@ def parse_step(step: str, argv: list[str]) -> tuple[object, argparse.Namespace]:
         return module, parser.parse_args(argv)
     except SystemExit:
         raise UserError(f"{STEPS[step]}.py does not accept the flags run_all.py passes it: {' '.join(argv)}") from None
-
-
-def summary_rows(out: Path, category: str | None, timings: dict[str, float], report: dict | None) -> list[tuple]:
-    """(step, seconds, headline result) for each step that ran, read back from the results it wrote."""
-    try:
-        found = collect_inputs(out, category).found
-    except UserError:  # e.g. stats not run, so the category is unknown: no headlines, only timings
-        found = {}
-    headline = {}
-    if "stats" in found:
-        s = found["stats"]
-        headline["stats"] = f"{s['num_images']} images, {s['num_defect_classes']} defect classes"
-    attempts = {k: v for k, v in found.items() if k.startswith("attempt_")}
-    if attempts:
-        best = best_attempt(list(attempts.values()))
-        f1 = best["test"]["macro_f1"]
-        headline["train"] = (f"best: attempt {best['attempt']} ({best['name']}), macro-F1 "
-                             f"{f1['mean']:.3f} ± {f1['std']:.3f}")
-    if "evaluation" in found:
-        headline["evaluate"] = "evaluation.json"
-    if "anomaly" in found:
-        m = found["anomaly"]["metrics"]
-        headline["anomaly"] = f"image AUROC {m['image_auroc']:.3f}, pixel AUROC {m['pixel_auroc']:.3f}"
-    if "export" in found:
-        headline["export"] = f"{found['export']['instances']['total']} instances"
-    if report:
-        headline["report"] = f"{report['pages']} page(s): {report['paths'].get('pdf')}"
-    return [(step, timings[step], headline.get(step, "")) for step in STEPS if step in timings]
-
-
-# The flags only some steps read: refused when --only leaves out every one of those steps.
-STEP_FLAGS = {"arch": ("train", "anomaly"), "weights": ("train", "anomaly"), "device": ("train", "evaluate", "anomaly"),
-              "name": ("report",), "student_id": ("report",)}
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -158,8 +80,10 @@ def main(args: argparse.Namespace) -> dict:
         module, step_args = parse_step(step, argv)
         print(f"\n== [{index + 1}/{len(steps)}] python {STEPS[step]}.py {' '.join(argv)}", flush=True)
         t0 = time.perf_counter()
+        step_args.command = [f"{STEPS[step]}.py", *argv]  # what its results record as the command that made them
         saved_argv = sys.argv
-        sys.argv = [f"{STEPS[step]}.py", *argv]  # so each result's provenance records the step's own command
+        if step in READS_SYS_ARGV:
+            sys.argv = step_args.command
         try:
             result = module.main(step_args)
         except UserError as exc:  # keep its type, so its exit code (2, or 1 for the page budget) survives

@@ -48,7 +48,7 @@ def stats_for(args: argparse.Namespace, category_name: str | None) -> dict:
             "counts": counts_bar_chart(stats, out / "figures" / f"stats_{category.name}_counts.png").name,
             "samples": samples_grid(category, out / "figures" / f"stats_{category.name}_samples.png").name,
         }
-    stats["provenance"] = provenance(data_root=category.root.parent, demo=category.demo)
+    stats["provenance"] = provenance(data_root=category.root.parent, demo=category.demo, command=args.command)
     write_json(out / f"stats_{category.name}.json", stats)
     print(format_table(stats))
     if category.skipped_files:
@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> list[dict]:
             "categories": [{k: r[k] for k in ("category", "num_defect_classes", "num_images", "split",
                                               "good_total", "defect_total")} for r in records],
             "broken": broken,
-            "provenance": provenance(data_root=root),
+            "provenance": provenance(data_root=root, command=args.command),
         }
         write_json(Path(args.out) / "stats_overview.json", overview)
         return records

@@ -4,25 +4,22 @@ kinds (texture, thin-frame border, non-square, mixed sizes, grey). Writes result
 image / pixel AUROC per category and setting.
 
 Examples:
-    python bench/anomaly_ablation.py --data-root /path/to/mvtec --categories bottle screw --weights mobilenet_v2.pth
-    python bench/anomaly_ablation.py --weights none --settings default before    # synthetic only, offline
+    python -m bench.anomaly_ablation --data-root /path/to/mvtec --categories bottle screw --weights mobilenet_v2.pth
+    python -m bench.anomaly_ablation --weights none --settings default before    # synthetic only, offline
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from inspectkit.anomaly import PatchCoreConfig  # noqa: E402
-from inspectkit.anomaly.pipeline import run_detection  # noqa: E402
-from inspectkit.data import load_category  # noqa: E402
-from inspectkit.results import provenance, write_json  # noqa: E402
-from inspectkit.synthetic import make_category  # noqa: E402
+from inspectkit.anomaly import PatchCoreConfig
+from inspectkit.anomaly.pipeline import run_detection
+from inspectkit.cli import run, script_parser
+from inspectkit.data import load_category
+from inspectkit.results import provenance, write_json
+from inspectkit.synthetic import make_category
 
 # name -> the settings that differ from PatchCoreConfig's defaults; each rung adds one change to the one above
 SETTINGS: dict[str, dict] = {
@@ -45,14 +42,13 @@ SYNTHETIC = {  # name -> make_category arguments: kinds a user's product line ma
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--data-root", default=None, help="folder of real categories (MVTec layout)")
     parser.add_argument("--categories", nargs="*", default=["bottle", "screw"], help="real categories to run")
     parser.add_argument("--weights", default="imagenet", help="imagenet, none or a mobilenet_v2 state_dict file")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--no-synthetic", action="store_true", help="real categories only")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="folder for anomaly_ablation.json")
+    parser.add_argument("--out", default="results", help="folder for anomaly_ablation.json")
     return parser
 
 
@@ -86,4 +82,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run(main, get_args_parser())

@@ -14,7 +14,7 @@ Setup (once):
         --weights ../shared/weights/mobilenet_v2-qnnpack_dequant-e48290fe.pth --out /tmp/mobilenetv2_100_from_tv.pth
 
 Example:
-    python bench/anomaly_bench.py --data-root ../shared/data/mvtec --categories bottle screw \
+    python -m bench.anomaly_bench --data-root ../shared/data/mvtec --categories bottle screw \
         --weights ../shared/weights/mobilenet_v2-qnnpack_dequant-e48290fe.pth \
         --anomalib-python bench/.venv-anomalib/bin/python --timm-weights /tmp/mobilenetv2_100_from_tv.pth
 """
@@ -25,14 +25,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspectkit.anomaly import PatchCoreConfig
 from inspectkit.anomaly.metrics import image_auroc, pixel_auroc

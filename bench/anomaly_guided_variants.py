@@ -15,32 +15,29 @@ on its training-part images only or on all of its images, and scoring both on th
 Writes results/anomaly_guided_variants_<category>.json (with --detector-seed S: ..._<category>_seed<S>.json).
 
 Examples:
-    python bench/anomaly_guided_variants.py --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
-    python bench/anomaly_guided_variants.py --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth \\
+    python -m bench.anomaly_guided_variants --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
+    python -m bench.anomaly_guided_variants --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth \\
         --detector-seed 1
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from inspectkit.cli import run, script_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--data-root", required=True, help="folder holding the category folders")
     parser.add_argument("--category", default="bottle", help="category whose attempts were trained")
     parser.add_argument("--weights", required=True, help="backbone weights file (the one train.py used)")
-    parser.add_argument("--results", default=str(ROOT / "results"),
+    parser.add_argument("--results", default="results",
                         help="train.py's --out: splits_<category>.json and checkpoints/attempt_2")
     parser.add_argument("--detector-seed", type=int, default=None,
                         help="coreset seed of every split's detector (default: each split's seed, as train.py)")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="folder for the JSON")
+    parser.add_argument("--out", default="results", help="folder for the JSON")
     return parser
 
 
@@ -182,4 +179,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run(main, get_args_parser())

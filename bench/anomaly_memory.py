@@ -7,8 +7,8 @@ with the grid, not with the number of images (the pixel metrics keep histograms,
 weights: memory does not depend on them. Writes results/anomaly_memory.json.
 
 Examples:
-    python bench/anomaly_memory.py                                # every case below
-    python bench/anomaly_memory.py --cases train500 train1500_test600
+    python -m bench.anomaly_memory                                # every case below
+    python -m bench.anomaly_memory --cases train500 train1500_test600
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from inspectkit.cli import run, script_parser
+from inspectkit.results import REPO_ROOT
 
 ONE_RUN = """
 import json, sys
@@ -47,11 +47,10 @@ CASES = {  # name -> make_category arguments
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES),
                         help="categories to measure (make_category arguments in CASES)")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="folder for anomaly_memory.json")
+    parser.add_argument("--out", default="results", help="folder for anomaly_memory.json")
     return parser
 
 
@@ -65,7 +64,7 @@ def main(args: argparse.Namespace) -> dict:
         with tempfile.TemporaryDirectory() as root, tempfile.TemporaryDirectory() as cache:
             make_category(root, "many", seed=0, **case)
             done = subprocess.run([sys.executable, "-c", ONE_RUN, root], capture_output=True, text=True, check=True,
-                                  cwd=ROOT, env={**__import__("os").environ, "INSPECTKIT_CACHE": cache})
+                                  cwd=REPO_ROOT, env={**__import__("os").environ, "INSPECTKIT_CACHE": cache})
             row = {"case": name, "train_images": case["n_train"], "category": case,
                    **json.loads(done.stdout.strip().splitlines()[-1])}
         rows.append(row)
@@ -98,4 +97,4 @@ def _kept_rows(path: Path, measured: set[str]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run(main, get_args_parser())

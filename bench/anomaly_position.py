@@ -6,16 +6,15 @@ mixed sizes, grey). Writes results/anomaly_position.json and prints image / pixe
 over seeds, and where the held-out good images peak.
 
 Examples:
-    python bench/anomaly_position.py --data-root /path/to/mvtec --categories bottle screw kolektorsdd \\
+    python -m bench.anomaly_position --data-root /path/to/mvtec --categories bottle screw kolektorsdd \\
         --weights mobilenet_v2.pth
-    python bench/anomaly_position.py --weights none --seeds 0      # synthetic kinds only, offline, a minute
+    python -m bench.anomaly_position --weights none --seeds 0      # synthetic kinds only, offline, a minute
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,19 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from inspectkit.anomaly import GaussianBaseline, PatchCore, PatchCoreConfig  # noqa: E402
-from inspectkit.anomaly.maps import PostProcess  # noqa: E402
-from inspectkit.anomaly.metrics import PixelCurves, image_auroc  # noqa: E402
-from inspectkit.anomaly.pipeline import category_shape, check_test_set, decode_batches  # noqa: E402
-from inspectkit.anomaly.position import outer_ring_share, position_statistics  # noqa: E402
-from inspectkit.anomaly.threshold import split_validation  # noqa: E402
-from inspectkit.cache import DecodeCache  # noqa: E402
-from inspectkit.data import load_category  # noqa: E402
-from inspectkit.results import provenance, write_json  # noqa: E402
-from inspectkit.synthetic import make_category  # noqa: E402
+from inspectkit.anomaly import GaussianBaseline, PatchCore, PatchCoreConfig
+from inspectkit.anomaly.maps import PostProcess
+from inspectkit.anomaly.metrics import PixelCurves, image_auroc
+from inspectkit.anomaly.pipeline import check_test_set, decode_batches, train_sizes
+from inspectkit.anomaly.position import outer_ring_share, position_statistics
+from inspectkit.anomaly.threshold import split_validation
+from inspectkit.cache import DecodeCache
+from inspectkit.cli import run, script_parser
+from inspectkit.data import load_category
+from inspectkit.results import provenance, write_json
+from inspectkit.synthetic import make_category
 
 SYNTHETIC = {  # name -> make_category arguments
     "syn_object": {"image_size": 256},
@@ -56,7 +53,7 @@ def raw_grids(category, config: PatchCoreConfig, weights: str) -> dict:
     good = category.split_samples("train")
     train, validation = split_validation(good, config.validation_share, config.seed)
     detector = PatchCore.build(config, weights)
-    shape = category_shape(category, good, config.image_size)
+    shape = config.detector_shape(train_sizes(category, good))
     gaussian = GaussianBaseline(shape)
     cache = DecodeCache(memory=False)
     detector.begin_fit(len(train), shape)
@@ -135,8 +132,7 @@ def measure(g: dict, config: PatchCoreConfig) -> dict[str, dict]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--data-root", default=None, help="folder of real categories (MVTec layout)")
     parser.add_argument("--categories", nargs="*", default=["bottle", "screw", "kolektorsdd"],
                         help="real categories under --data-root")
@@ -144,7 +140,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="seeds of the validation split, the patch pool and the coreset")
     parser.add_argument("--no-synthetic", action="store_true", help="real categories only")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="folder for anomaly_position.json")
+    parser.add_argument("--out", default="results", help="folder for anomaly_position.json")
     return parser
 
 
@@ -206,4 +202,4 @@ def format_table(table: dict) -> str:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run(main, get_args_parser())

@@ -5,32 +5,29 @@ scored through the library call the script makes (predict_folder). Target: 100 i
 Writes results/anomaly_predict_bench.json.
 
 Examples:
-    python bench/anomaly_predict.py --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
+    python -m bench.anomaly_predict --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from inspectkit.cli import run, script_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--data-root", required=True, help="folder holding the category folders")
     parser.add_argument("--category", default="bottle", help="category to fit on and take images from")
     parser.add_argument("--weights", required=True, help="backbone weights: a state_dict file, imagenet or none")
     parser.add_argument("--image-size", type=int, default=224, help="detector input size")
     parser.add_argument("--images", type=int, default=100, help="how many images to score")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="folder for anomaly_predict_bench.json")
+    parser.add_argument("--out", default="results", help="folder for anomaly_predict_bench.json")
     return parser
 
 
@@ -77,4 +74,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run(main, get_args_parser())

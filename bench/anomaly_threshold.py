@@ -5,30 +5,27 @@ share; records image AUROC, test false-alarm rate, recall, precision and F1, and
 Writes results/anomaly_threshold.json.
 
 Examples:
-    python bench/anomaly_threshold.py --data-root /path/to/mvtec --categories bottle screw --weights mobilenet_v2.pth
-    python bench/anomaly_threshold.py --data-root /path/to/mvtec --categories bottle --shares 0.1 0.2 --seeds 0 1 2
+    python -m bench.anomaly_threshold --data-root /path/to/mvtec --categories bottle screw --weights mobilenet_v2.pth
+    python -m bench.anomaly_threshold --data-root /path/to/mvtec --categories bottle --shares 0.1 0.2 --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from inspectkit.cli import run, script_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--data-root", required=True, help="folder holding the category folders")
     parser.add_argument("--categories", nargs="+", default=["bottle", "screw"], help="categories to measure")
     parser.add_argument("--weights", required=True, help="backbone weights: a state_dict file, imagenet or none")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.2], help="validation shares")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the held-out share")
     parser.add_argument("--false-alarm", type=float, default=0.01, help="false-alarm target on validation")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="folder for anomaly_threshold.json")
+    parser.add_argument("--out", default="results", help="folder for anomaly_threshold.json")
     return parser
 
 
@@ -70,4 +67,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run(main, get_args_parser())

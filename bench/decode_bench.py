@@ -7,8 +7,8 @@ busy machine). Each anomaly.py run is its own process; the cold one starts from 
 warm one then reuses.
 
 Examples:
-    python bench/decode_bench.py --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
-    python bench/decode_bench.py --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth --json out.json
+    python -m bench.decode_bench --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
+    python -m bench.decode_bench --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth --json out.json
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from pathlib import Path
 
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+from inspectkit.cli import run, script_parser
+from inspectkit.results import REPO_ROOT
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--data-root", required=True, help="folder holding the category folder")
     parser.add_argument("--category", default="bottle", help="category folder name")
     parser.add_argument("--weights", required=True, help="backbone weights file passed to anomaly.py")
@@ -57,10 +58,10 @@ def decode_floor(files: list[Path], threads: int) -> float:
 
 def time_anomaly(args: argparse.Namespace, cache: Path, out: Path) -> float:
     """Wall seconds of one ``anomaly.py`` process using ``cache`` as its cache folder."""
-    command = [sys.executable, str(REPO / "anomaly.py"), "--category", args.category, "--data-root", args.data_root,
-               "--weights", args.weights, "--out", str(out), "--no-figures"]
+    command = [sys.executable, str(REPO_ROOT / "anomaly.py"), "--category", args.category,
+               "--data-root", args.data_root, "--weights", args.weights, "--out", str(out), "--no-figures"]
     start = time.perf_counter()
-    done = subprocess.run(command, env={**os.environ, "INSPECTKIT_CACHE": str(cache)}, cwd=REPO,
+    done = subprocess.run(command, env={**os.environ, "INSPECTKIT_CACHE": str(cache)}, cwd=REPO_ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     if done.returncode:
@@ -90,4 +91,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run(main, get_args_parser())

@@ -6,9 +6,9 @@ Each setting is timed in --rounds rounds, torch and onnxruntime back to back in 
 load: on a shared machine single timings are noisy, and the load average is recorded beside each round.
 
 Examples:
-    python bench/onnx_latency.py --detector /tmp/onnxfit/detectors/anomaly_bottle_mobilenet_v2.pt \
+    python -m bench.onnx_latency --detector /tmp/onnxfit/detectors/anomaly_bottle_mobilenet_v2.pt \
         --data-root ../shared/data/mvtec --category bottle
-    python bench/onnx_latency.py --detector results/detectors/anomaly_screw_mobilenet_v2.pt \
+    python -m bench.onnx_latency --detector results/detectors/anomaly_screw_mobilenet_v2.pt \
         --data-root ../shared/data/mvtec --category screw --opsets 17 20 --optimizations all --onnx /tmp/screw.onnx
 """
 
@@ -17,22 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from inspectkit.anomaly import PatchCore  # noqa: E402
-from inspectkit.anomaly.onnx_export import DEFAULT_OPSET, check_parity, export_onnx, latency  # noqa: E402
-from inspectkit.cache import DecodeCache  # noqa: E402
-from inspectkit.cli import run, script_parser  # noqa: E402
-from inspectkit.data import load_category  # noqa: E402
-from inspectkit.results import provenance, write_json  # noqa: E402
+from inspectkit.anomaly import PatchCore
+from inspectkit.anomaly.onnx_export import DEFAULT_OPSET, check_parity, export_onnx, latency
+from inspectkit.cache import DecodeCache
+from inspectkit.cli import run, script_parser
+from inspectkit.data import load_category
+from inspectkit.results import provenance, write_json
 
 OPTIMIZATIONS = ("all", "extended", "basic", "disable")
 
@@ -52,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3, help="untimed images before each measurement")
     parser.add_argument("--repeats", type=int, default=20, help="timed images per measurement (median)")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per setting")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="folder for anomaly_onnx_<category>.json")
+    parser.add_argument("--out", default="results", help="folder for anomaly_onnx_<category>.json")
     return parser
 
 

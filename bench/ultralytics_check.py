@@ -7,8 +7,8 @@ file, and builds Ultralytics' dataset to load one labelled sample of each part.
 
 Examples:
     python export_labels.py --category bottle --data-root ../shared/data/mvtec --out exports/bottle
-    python bench/ultralytics_check.py --export exports/bottle          # writes exports/bottle/ultralytics_check.json
-    python bench/ultralytics_check.py --export exports/demo --json /tmp/check.json
+    python -m bench.ultralytics_check --export exports/bottle          # writes exports/bottle/ultralytics_check.json
+    python -m bench.ultralytics_check --export exports/demo --json /tmp/check.json
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run as a file from anywhere, inside or outside the virtualenv
+from inspectkit.cli import run, script_parser
+from inspectkit.errors import UserError
+from inspectkit.results import REPO_ROOT
 
-from inspectkit.cli import run  # noqa: E402
-from inspectkit.errors import UserError  # noqa: E402
-
-VENV = REPO / "bench" / ".venv-ultralytics"
+VENV = REPO_ROOT / "bench" / ".venv-ultralytics"
 # The versions this check was written against; --no-deps keeps pip from pulling a second torch.
 PACKAGES = ("ultralytics==8.4.190", "opencv-python-headless==5.0.0.93")
 TASKS = {"yolo": "detect", "yolo-seg": "segment"}
@@ -35,7 +32,7 @@ PARTS = ("train", "val", "test")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Run Ultralytics' dataset checks on an export_labels.py export.")
+    parser = script_parser(__doc__)
     parser.add_argument("--export", required=True, help="export folder holding yolo/ and/or yolo-seg/")
     parser.add_argument("--json", default=None, help="where to write the check results "
                                                      "(default: <export>/ultralytics_check.json)")
@@ -136,9 +133,9 @@ def main(args: argparse.Namespace) -> None:
     if not args.inside:
         python = ensure_venv(Path(args.venv))
         env = {**os.environ, "YOLO_CONFIG_DIR": str(Path(args.venv) / "config")}
-        command = [str(python), __file__, "--inside", "--export", str(export)]
+        command = [str(python), "-m", "bench.ultralytics_check", "--inside", "--export", str(export)]
         command += ["--json", args.json] if args.json else []
-        raise SystemExit(subprocess.run(command, env=env).returncode)
+        raise SystemExit(subprocess.run(command, env=env, cwd=REPO_ROOT).returncode)
 
     from inspectkit.results import provenance, write_json
 

@@ -49,9 +49,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 def script_parser(doc: str) -> argparse.ArgumentParser:
     """The parser of a root script: the docstring's first paragraph is the description, the rest (the example
-    commands) the epilog, and argparse shows every default."""
+    commands) the epilog, and argparse shows every default.
+
+    Its namespace also holds ``command``, no flag of its own: the command line the run's results record as their
+    provenance (``results.provenance(command=args.command)``). None, the default, is this process's ``sys.argv``;
+    run_all.py sets each step's own, as a user would type it."""
     description, _, epilog = doc.strip().partition("\n\n")
-    return argparse.ArgumentParser(description=description, epilog=epilog or None, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=description, epilog=epilog or None, formatter_class=HelpFormatter)
+    parser.set_defaults(command=None)
+    return parser
 
 
 class _DefaultOut(str):

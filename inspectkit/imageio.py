@@ -134,22 +134,40 @@ def list_image_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
-def read_image_folder(folder: str | os.PathLike, decode: Callable[[Path], Decoded], flag: str = "--images",
-                      ) -> tuple[list[Path], list[Decoded], list[tuple[Path, str]]]:
-    """Decode every image file directly in ``folder`` with ``decode`` (e.g. ``DecodeCache.image``): the one policy
-    for a folder of images a user points at. A file that cannot be used is skipped and returned with its reason in
-    ``skipped``; the run goes on. A UserError naming ``flag`` only when the folder is missing or unreadable, holds
-    no image files, or none of them decodes. Returns ``(files, decoded, skipped)``."""
+def find_image_files(folder: str | os.PathLike, flag: str = "--images", *, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (``is_image_file``), sorted; with ``recursive``, in every folder below it too
+    (hidden folders skipped, unreadable ones passed over). The one listing of a folder of images a user points at:
+    a UserError naming ``flag`` when ``folder`` is missing, a file, unreadable or holds no image file."""
     folder = Path(folder)
+    searched = " (searched recursively)" if recursive else ""
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise UserError(f"{flag} {folder} {what}; pass a folder of images")
+        raise UserError(f"{flag} {folder} {what}; pass a folder of images{searched}")
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    if recursive:
+        found = []
+        for root, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found.extend(p for p in (Path(root) / name for name in names) if is_image_file(p))
+        if not found:
+            raise UserError(f"no image files ({suffixes}) anywhere under {flag} {folder}")
+        return sorted(found)
     try:
-        candidates, _ = list_image_files(folder)
+        found, _ = list_image_files(folder)
     except OSError as exc:
         raise UserError(f"cannot read {flag} {folder} ({exc.strerror or exc}); make it readable") from None
-    if not candidates:
-        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {flag} {folder}")
+    if not found:
+        raise UserError(f"no images ({suffixes}) in {flag} {folder}")
+    return found
+
+
+def read_image_folder(folder: str | os.PathLike, decode: Callable[[Path], Decoded], flag: str = "--images",
+                      ) -> tuple[list[Path], list[Decoded], list[tuple[Path, str]]]:
+    """Decode every image file directly in ``folder`` (``find_image_files``) with ``decode`` (e.g.
+    ``DecodeCache.image``). A file that cannot be used is skipped and returned with its reason in ``skipped``; the
+    run goes on. A UserError naming ``flag`` when the folder has no image files (``find_image_files``) or none of
+    them decodes. Returns ``(files, decoded, skipped)``."""
+    candidates = find_image_files(folder, flag)
     files, decoded, skipped = [], [], []
     for path in candidates:
         try:

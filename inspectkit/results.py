@@ -20,7 +20,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -293,15 +293,24 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def command_line(command: Sequence[str] | None = None) -> str:
+    """``command`` (the script, then its arguments) as one shell-quoted line, the script by its file name; by
+    default this process's own ``sys.argv``."""
+    script, *arguments = sys.argv if command is None else command
+    return " ".join(shlex.quote(a) for a in [Path(script).name, *arguments])
+
+
 def provenance(*, seed: int | None = None, weights: dict | None = None, data_root: str | os.PathLike | None = None,
-               demo: bool = False, **extra: Any) -> dict:
-    """How a result was made: command, commit, time, seed, weights, data and software versions."""
+               demo: bool = False, command: Sequence[str] | None = None, **extra: Any) -> dict:
+    """How a result was made: command, commit, time, seed, weights, data and software versions. ``command`` is
+    the command line that made it (``command_line``): a script passes ``args.command`` (``cli.script_parser``),
+    which run_all.py sets to each step's own; None reads ``sys.argv``."""
     import numpy
     import torch
     import torchvision
 
     record = {
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(command),
         "git_commit": git_commit(),
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,

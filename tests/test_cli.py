@@ -103,9 +103,9 @@ def test_demo_without_weights_uses_random_init_and_says_so(argv, weights, said, 
 
 def test_run_all_demo_weights_are_the_scripts_demo_weights():
     import run_all
+    from inspectkit.steps import _model_flags
 
-    assert run_all._model_flags(run_all.get_args_parser().parse_args(["--demo"]))[-2:] == ["--weights",
-                                                                                           cli.DEMO_WEIGHTS]
+    assert _model_flags(run_all.get_args_parser().parse_args(["--demo"]))[-2:] == ["--weights", cli.DEMO_WEIGHTS]
 
 
 @pytest.mark.parametrize("script", ["stats", "train", "evaluate", "export_labels", "build_report", "run_all"])

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inspectkit.imageio import MAX_IMAGE_SIDE, BadImage, list_image_files, open_image
+from inspectkit.errors import UserError
+from inspectkit.imageio import (
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_SIDE,
+    BadImage,
+    find_image_files,
+    list_image_files,
+    open_image,
+    read_image_folder,
+)
 from tests.imagefiles import write_png16_rgb, write_png_claiming
 
 
@@ -112,3 +121,41 @@ def test_a_truncated_file_is_bad_even_after_weasyprint_allowed_truncation(tmp_pa
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # what importing weasyprint does
     with pytest.raises(BadImage, match="cannot decode image"):
         open_image(tmp_path / "cut.png")
+
+
+def _tree(root):
+    """a.png, b/c.jpg, b/d/e.TIFF, b/notes.txt, .hidden/f.png, b/.g.png"""
+    for name in ("a.png", "b/c.jpg", "b/d/e.TIFF", ".hidden/f.png", "b/.g.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(root / name, format="PNG")
+    (root / "b" / "notes.txt").write_text("not an image")
+
+
+def test_one_listing_of_image_folders_flat_or_recursive(tmp_path):
+    _tree(tmp_path)
+    assert find_image_files(tmp_path) == [tmp_path / "a.png"]
+    assert find_image_files(tmp_path, recursive=True) == [tmp_path / "a.png", tmp_path / "b" / "c.jpg",
+                                                          tmp_path / "b" / "d" / "e.TIFF"]  # no hidden ones
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_a_folder_without_images_names_the_flag_and_every_suffix(tmp_path, recursive):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "notes.txt").write_text("x")
+    with pytest.raises(UserError) as exc:
+        find_image_files(tmp_path, "--images", recursive=recursive)
+    message = str(exc.value)
+    assert f"--images {tmp_path}" in message and all(suffix in message for suffix in IMAGE_SUFFIXES)
+    assert ("anywhere under" in message) is recursive
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        find_image_files(tmp_path / "sub" / "notes.txt", recursive=recursive)
+    with pytest.raises(UserError, match="does not exist"):
+        find_image_files(tmp_path / "missing", recursive=recursive)
+
+
+def test_reading_a_folder_skips_what_does_not_decode(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    files, decoded, skipped = read_image_folder(tmp_path, lambda path: open_image(path).size)
+    assert files == [tmp_path / "good.png"] and decoded == [(4, 4)]
+    assert [(path.name, "cannot decode" in reason) for path, reason in skipped] == [("broken.png", True)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -46,6 +47,14 @@ def test_provenance_records_how_a_result_was_made():
     assert record["weights"] == {"spec": "none"} and record["data_root"] == "x"
     assert record["git_commit"] and record["time_utc"].endswith("+00:00")
     assert set(record["versions"]) == {"python", "torch", "torchvision", "numpy"}
+
+
+def test_provenance_records_the_command_it_is_given_else_this_process(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/opt/repo/run_all.py", "--demo"])
+    assert provenance()["command"] == "run_all.py --demo"
+    given = provenance(command=["/opt/repo/anomaly.py", "--out", "my results", "--category", "a;b"])
+    assert given["command"] == "anomaly.py --out 'my results' --category 'a;b'"  # pastes back into a shell
+    assert sys.argv == ["/opt/repo/run_all.py", "--demo"]
 
 
 def test_unwritable_out_is_a_user_error(tmp_path):

@@ -39,14 +39,15 @@ def test_each_script_accepts_its_flags(step, argv):
 
 
 def _fake_script(name, calls, results_dir):
-    """A stand-in for a root script: records its argv and argv[0]; the 'stats' one writes a full results set."""
+    """A stand-in for a root script: records its argv, the command its results would record, and sys.argv[0];
+    the 'stats' one writes a full results set."""
 
     class Parser:
         def parse_args(self, argv):
             return argparse.Namespace(argv=argv)
 
     def main(ns):
-        calls.append((name, ns.argv, sys.argv[0]))
+        calls.append((name, ns.argv, ns.command, sys.argv[0]))
         if name == "stats":
             make_results(results_dir, seed=11, demo=True, category="demo")
 
@@ -61,7 +62,10 @@ def test_pipeline_runs_every_step_in_order(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(run_all.importlib, "import_module", lambda m: fakes.get(m) or real_import(m))
     summary = run_all.main(_args("--demo", "--out", str(out)))
     assert [c[0] for c in calls] == [m for m in run_all.STEPS.values() if m != "build_report"]
-    assert all(argv0 == f"{name}.py" for name, _, argv0 in calls)  # provenance sees the step's own command
+    assert all(command == [f"{name}.py", *argv] for name, argv, command, _ in calls)  # each step's own command
+    # sys.argv is left alone, except for the steps whose provenance still reads it
+    readers = {run_all.STEPS[step] for step in run_all.READS_SYS_ARGV}
+    assert all((argv0 == f"{name}.py") == (name in readers) for name, _, _, argv0 in calls)
     assert calls[1][1][:2] == ["--attempt", "all"]
     assert summary["report"]["pages"] <= 3
     printed = capsys.readouterr().out
@@ -76,8 +80,8 @@ def test_step_failure_names_the_step(tmp_path, monkeypatch):
     def failing_main(ns):
         raise UserError("no data here")
 
-    fake = types.SimpleNamespace(get_args_parser=lambda: types.SimpleNamespace(parse_args=lambda a: a),
-                                 main=failing_main)
+    parser = types.SimpleNamespace(parse_args=lambda a: argparse.Namespace())
+    fake = types.SimpleNamespace(get_args_parser=lambda: parser, main=failing_main)
     monkeypatch.setattr(run_all.importlib, "import_module", lambda m: fake)
     with pytest.raises(UserError, match="step stats failed: no data here"):
         run_all.main(_args("--demo", "--out", str(tmp_path)))

@@ -3,6 +3,7 @@ a PaDiM-like Gaussian baseline, and the anomaly metrics (AUROC, PRO, F1-optimal 
 """
 
 from .baseline import GaussianBaseline
-from .patchcore import PatchCore, PatchCoreConfig
+from .config import PatchCoreConfig
+from .patchcore import PatchCore
 
 __all__ = ["GaussianBaseline", "PatchCore", "PatchCoreConfig"]

@@ -1,21 +1,21 @@
 """Benchmark mode: the detector on every category under a data root, one results JSON each, and a summary
 (``anomaly_summary.json`` plus a printed table) of ours beside the Gaussian baseline. A category that fails is
-reported with its reason; the others still run. The summary is derived from the per-category files as written
-(``inspectkit.anomaly_results``), never from numbers held in memory."""
+reported with its reason; the others still run."""
 
 from __future__ import annotations
 
 import gc
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..anomaly_results import METRICS, build_summary, summary_row
-from ..data import Category, list_categories, load_category
+from ..anomaly_results import METRICS, SUMMARY_NAME, build_summary, summary_row
+from ..data import list_categories, load_category, resolve_data_root
 from ..errors import UserError
-from .geometry import input_shape
-from .patchcore import PatchCoreConfig
-from .pipeline import run_detection
+from ..results import ensure_writable_dir, provenance, write_json
+from .config import PatchCoreConfig
+from .pipeline import run_detection, write_record
 from .position import border_warning
 
 
@@ -28,27 +28,47 @@ def find_categories(root: Path) -> list[str]:
     return names
 
 
+def benchmark(data_root: str | os.PathLike | None, config: PatchCoreConfig, weights: str, *, device: str = "cpu",
+              out: str | os.PathLike, baseline: bool = True, figures: bool = True, progress: bool = True,
+              command: Sequence[str] | None = None) -> dict:
+    """``anomaly.py --category all``: every category under the data root (``run_benchmark``), then the summary
+    with its provenance, written to ``<out>/anomaly_summary.json`` and printed as a table. Returns the summary."""
+    root = resolve_data_root(data_root)
+    if not root.is_dir():
+        raise UserError(f"--category all: data root {root} is not a folder; point --data-root at the folder that "
+                        "holds the category folders")
+    out = ensure_writable_dir(out)
+    summary = run_benchmark(root, config, weights, device=device, out=out, baseline=baseline, figures=figures,
+                            progress=progress, command=command)
+    summary["provenance"] = provenance(seed=config.seed, weights=summary.pop("weights_info"), data_root=root,
+                                       command=command)
+    path = write_json(out / SUMMARY_NAME, summary)
+    print(format_table(summary))
+    print(f"wrote {path}")
+    return summary
+
+
 def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: str = "cpu", out: Path,
                   baseline: bool = True, figures: bool = True, progress: bool = True,
-                  write_record: Callable[[Category, dict, dict], Path]) -> dict:
-    """Run every category under ``root``; ``write_record(category, record, weights_info)`` writes each category's
-    JSON as soon as it is done. Returns the summary record (no provenance), derived from the per-category files in
-    ``out``: one row per category and a mean row, the settings they share and those that differ, and
-    ``weights_info``, the provenance of the weights (None when no category ran)."""
+                  command: Sequence[str] | None = None) -> dict:
+    """Run every category under ``root``, writing each category's JSON (``pipeline.write_record``) as soon as it
+    is done. Returns the summary record (no provenance), derived from the per-category files in ``out``: one row
+    per category and a mean row, the settings they share and those that differ, and ``weights_info``, the
+    provenance of the weights (None when no category ran)."""
     failed, weights_info = [], None
     for name in find_categories(root):
         try:
             started = time.perf_counter()
-            category = load_category(root, name, progress=progress,
-                                     prewarm=lambda sizes: input_shape(sizes, config.image_size))
+            category = load_category(root, name, progress=progress, prewarm=config.detector_shape)
             record, detector = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
-                                      figures=figures, progress=progress, category_s=time.perf_counter() - started)
+                                             figures=figures, progress=progress,
+                                             category_s=time.perf_counter() - started)
         except UserError as exc:
             failed.append({"category": name, "status": "failed", "reason": str(exc)})
             print(f"{name}: failed: {exc}")
             continue
         weights_info = detector.weights
-        write_record(category, record, weights_info)
+        write_record(out, record, weights_info, category, command, refresh_summary=False)
         print_row(summary_row(record))
         warning = border_warning(record.get("position"))
         if warning:

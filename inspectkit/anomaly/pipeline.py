@@ -1,13 +1,13 @@
 """The fit-score-measure pipeline of one category, as one call: ``run_detection`` streams the good images through
-the detector (and the Gaussian baseline), scores the test set, measures it, and returns the results record.
-``anomaly.py``, its ``--category all`` mode and ``bench/`` all call it.
+the detector (and the Gaussian baseline), scores the test set, measures it, and returns the results record;
+``write_record`` writes it with its provenance. ``anomaly.py``, its ``--category all`` mode and ``bench/`` all call it.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,14 +15,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..allocator import fixed_mmap_threshold
+from ..anomaly_results import SUMMARY_NAME, failed_rows, write_summary
 from ..cache import DecodeCache
 from ..data import GOOD, Category, Sample
 from ..errors import UserError
+from ..results import provenance, write_json
 from .baseline import GaussianBaseline
-from .geometry import input_shape
-from .memory import PeakMemory, fixed_mmap_threshold
+from .config import PatchCoreConfig
+from .memory import PeakMemory
 from .metrics import anomaly_metrics
-from .patchcore import PatchCore, PatchCoreConfig
+from .patchcore import PatchCore
 from .threshold import rates_at_threshold, split_validation
 
 BASELINE_METHOD = "PaDiM-like Gaussian per patch position (Mahalanobis), same features, covariance + {eps} I"
@@ -41,8 +44,9 @@ def check_test_set(category: Category) -> list[Sample]:
     return test
 
 
-def category_shape(category: Category, train: list[Sample], image_size: int) -> tuple[int, int]:
-    """The detector's (height, width) for this category, from its training images' native sizes."""
+def train_sizes(category: Category, train: list[Sample]) -> list[tuple[int, int]]:
+    """The native (width, height) of the training images, for ``PatchCoreConfig.detector_shape``: from the data
+    check, or (an unvalidated category) from each file."""
     sizes = []
     for sample in train:
         info = category.image_info.get(sample.path)
@@ -53,7 +57,7 @@ def category_shape(category: Category, train: list[Sample], image_size: int) -> 
                 sizes.append(img.size)
         else:
             sizes.append((info.width, info.height))
-    return input_shape(sizes, image_size)
+    return sizes
 
 
 def decode_batches(cache: DecodeCache, samples: list[Sample], shape: tuple[int, int], batch_size: int,
@@ -94,6 +98,35 @@ def run_detection(category: Category, config: PatchCoreConfig, weights: str, *, 
     return record, detector
 
 
+def write_record(out: Path, record: dict, weights: dict, category: Category,
+                 command: Sequence[str] | None = None, refresh_summary: bool = True) -> Path:
+    """Add the provenance block to a category's record and write ``<out>/anomaly_<category>.json``; with
+    ``refresh_summary``, a summary already in ``out`` is derived again from the per-category files, so that it
+    never keeps a number that this category's file no longer has."""
+    record["provenance"] = provenance(seed=record["config"]["seed"], weights=weights, data_root=category.root.parent,
+                                      demo=category.demo, command=command)
+    path = write_json(out / f"anomaly_{category.name}.json", record)
+    if refresh_summary and (out / SUMMARY_NAME).is_file():
+        write_summary(out, record["provenance"], failed_rows(out))
+    return path
+
+
+def summary_text(record: dict, path: Path) -> str:
+    """What anomaly.py prints for a category's record written to ``path``: the metrics, the baseline's, the time."""
+    m, t = record["metrics"], record["timings"]
+    pixel = f"{m['pixel_auroc']:.4f}" if m["pixel_auroc"] is not None else "n/a"
+    pro = f"{m['pro']:.4f}" if m["pro"] is not None else "n/a"
+    lines = [f"{record['category']}: image AUROC {m['image_auroc']:.4f}, pixel AUROC {pixel}, PRO {pro}, "
+             f"F1 max {m['f1_max']:.3f} (input {'x'.join(map(str, record['config']['input_shape']))})"]
+    if record["baseline"]:
+        b = record["baseline"]
+        bp = f"{b['pixel_auroc']:.4f}" if b["pixel_auroc"] is not None else "n/a"
+        lines.append(f"baseline (Gaussian): image AUROC {b['image_auroc']:.4f}, pixel AUROC {bp}")
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total_s")
+    lines.append(f"total {t['total_s']:.1f}s ({phases}); peak memory {record['peak_rss_mb']:.0f} MB; wrote {path}")
+    return "\n".join(lines)
+
+
 def _run(category: Category, config: PatchCoreConfig, weights: str, device: torch.device, with_baseline: bool,
          out: Path | None, figures: bool, progress: bool) -> tuple[dict, PatchCore]:
     start = time.perf_counter()
@@ -106,7 +139,7 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
                         "needed, one to fit on and one to set the threshold")
     detector = PatchCore.build(config, weights, device)
     clock.lap("model")
-    shape = category_shape(category, good_train, config.image_size)
+    shape = config.detector_shape(train_sizes(category, good_train))
     cache = DecodeCache(memory=False)  # each image is read once per run: keep nothing but the current batch
     gaussian = GaussianBaseline(shape, config.sigma, score_sigma=config.score_sigma) if with_baseline else None
     detector.begin_fit(len(train), shape)
@@ -114,16 +147,22 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         bar = tqdm(total=len(good_train) + len(test), desc=f"{category.name}: fit", unit="img", disable=not progress,
                    leave=False)
-        for batch in decode_batches(cache, train, shape, config.batch_size, pool):
-            clock.lap("decode")
-            features = detector.extract(batch)
-            clock.lap("features")
+
+        def features_of(samples: list[Sample]) -> Iterator[torch.Tensor]:
+            """Each batch's patch features: decoded on all cores, through the backbone, timed, counted."""
+            for batch in decode_batches(cache, samples, shape, config.batch_size, pool):
+                clock.lap("decode")
+                features = detector.extract(batch)
+                clock.lap("features")
+                yield features
+                bar.update(len(batch))
+
+        for features in features_of(train):
             detector.add_good(features)
             clock.lap("coreset")
             if gaussian is not None:
                 gaussian.update(features)
                 clock.lap("baseline")
-            bar.update(len(batch))
         detector.finish_fit()
         clock.lap("coreset")
         if gaussian is not None:
@@ -131,28 +170,20 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
             clock.lap("baseline")
         bar.set_description(f"{category.name}: validation")
         val_grids = []
-        for batch in decode_batches(cache, validation, shape, config.batch_size, pool):
-            clock.lap("decode")
-            features = detector.extract(batch)
-            clock.lap("features")
+        for features in features_of(validation):
             val_grids.append(detector.patch_scores(features))
             clock.lap("scoring")
-            bar.update(len(batch))
         detector.calibrate(torch.cat(val_grids))
         del val_grids
         clock.lap("threshold")
         bar.set_description(f"{category.name}: score")
         grids, base_grids = [], []
-        for batch in decode_batches(cache, test, shape, config.batch_size, pool):
-            clock.lap("decode")
-            features = detector.extract(batch)
-            clock.lap("features")
+        for features in features_of(test):
             grids.append(detector.patch_scores(features))
             clock.lap("scoring")
             if gaussian is not None:
                 base_grids.append(gaussian.patch_scores(features))
                 clock.lap("baseline")
-            bar.update(len(batch))
         bar.close()
         masks = np.stack(list(pool.map(lambda s: cache.mask(s.mask_path, shape), test)))
     clock.lap("decode")

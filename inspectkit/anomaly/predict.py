@@ -1,6 +1,7 @@
 """Scoring a folder of new images with a saved detector: the verdict at its good-only threshold, the score normalised
 so that the threshold is 0.5, the largest defect region's bounding box in the file's own pixels, and (on request)
 an overlay PNG per image. Images stream through in batches, so a folder of any length fits in memory.
+``score_folder`` is ``anomaly.py --load FILE --images DIR``: the checks, the scoring, and the CSV and JSON record.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from tqdm import tqdm
 
 from ..cache import resize_decoded
 from ..errors import UserError
-from ..imageio import BadImage, is_image_file, open_image
-from ..names import flat_name
-from ..results import atomic_write, check_not_input, csv_text
+from ..imageio import BadImage, find_image_files, open_image
+from ..names import flat_name, plain_name
+from ..results import atomic_write, check_not_input, csv_text, ensure_writable_dir, provenance, sha256_file, write_json
 from .patchcore import PatchCore
 
 CSV_FIELDS = ("file", "width", "height", "score", "normalized_score", "verdict", "bbox_x0", "bbox_y0", "bbox_x1",
@@ -50,22 +51,6 @@ class Prediction:
         return {"file": self.file, "width": self.width, "height": self.height, "score": round(self.score, 6),
                 "normalized_score": round(self.normalized_score, 6), "verdict": self.verdict,
                 **dict(zip(CSV_FIELDS[6:10], box, strict=True)), "region_pixels": self.region_pixels}
-
-
-def find_images(folder: str | os.PathLike, flag: str = "--images") -> list[Path]:
-    """Every image file under ``folder``, searched recursively (hidden files and folders skipped), sorted; a
-    UserError naming ``flag`` when ``folder`` is not a folder or holds no image file."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise UserError(f"{flag} {folder} {what}; pass a folder of images (searched recursively)")
-    found = []
-    for root, dirs, files in os.walk(folder, onerror=None):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(p for p in (Path(root) / f for f in files) if is_image_file(p))
-    if not found:
-        raise UserError(f"no image files (.png, .jpg, .bmp, .tif) anywhere under {flag} {folder}")
-    return sorted(found)
 
 
 def overlay_names(files: list[Path], folder: Path) -> dict[Path, str]:
@@ -164,13 +149,14 @@ def _batches(files: list[Path], shape: tuple[int, int], batch_size: int, pool: T
 
 
 def predict_folder(detector: PatchCore, folder: str | os.PathLike, *, maps_dir: Path | None = None,
-                   batch_size: int | None = None, progress: bool = True) -> tuple[list[Prediction], list[dict], dict]:
-    """Score every image under ``folder`` (recursively). Files that cannot be decoded are skipped and returned
-    as ``{"file", "reason"}``, never fatal; a UserError when none could be used. With ``maps_dir``, one overlay
-    PNG per image goes there, named after the image's path under ``folder`` (``overlay_names``). Returns
-    (predictions, skipped, timing)."""
+                   batch_size: int | None = None, progress: bool = True, files: list[Path] | None = None
+                   ) -> tuple[list[Prediction], list[dict], dict]:
+    """Score every image under ``folder`` (recursively; or ``files``, already listed under it). Files that cannot
+    be decoded are skipped and returned as ``{"file", "reason"}``, never fatal; a UserError when none could be used.
+    With ``maps_dir``, one overlay PNG per image goes there, named after the image's path under ``folder``
+    (``overlay_names``). Returns (predictions, skipped, timing)."""
     folder = Path(folder)
-    files = find_images(folder)
+    files = files if files is not None else find_image_files(folder, recursive=True)
     overlays = {path: maps_dir / name for path, name in overlay_names(files, folder).items()} if maps_dir else {}
     if detector.image_threshold is None:
         raise UserError("this detector was fitted without a validation share, so it has no threshold to give "
@@ -222,3 +208,69 @@ def predictions_csv(predictions: list[Prediction]) -> str:
 
 def as_records(predictions: list[Prediction]) -> list[dict]:
     return [{**asdict(p), "bbox": list(p.bbox) if p.bbox else None} for p in predictions]
+
+
+THRESHOLD_NOTE = ("set at a {rate:.1%} false-alarm rate on {images} good validation images held out of train/good (no "
+                  "defect labels); normalized_score is 0.5 at the threshold, 0 for a typical good image; bbox is the "
+                  "largest region at or above the pixel threshold, in the file's pixels (x1, y1 exclusive)")
+FILE_NAMES_NOTE = ("file names that are not UTF-8 are written with each such byte as \\xNN; in the CSV, a name a "
+                   "spreadsheet would run as a formula (starting with = + - @, tab or carriage return) or starting "
+                   "with ' has a ' added in front")
+
+
+def output_stem(folder: Path) -> str:
+    """The name of the --images folder, for ``predictions_<name>.csv``: flattened like every output name made from
+    an input name (plain UTF-8, no control characters, short enough for any file system)."""
+    return plain_name(folder.resolve().name or "images")
+
+
+def score_folder(detector_file: str | os.PathLike, folder: str | os.PathLike, out: str | os.PathLike, *,
+                 device: str | torch.device = "cpu", save_maps: bool = False, batch_size: int | None = None,
+                 command: list[str] | None = None) -> tuple[dict, Path, Path]:
+    """``anomaly.py --load FILE --images DIR``: score every image under ``folder`` with a saved detector and write
+    ``<out>/predictions_<DIR name>.csv`` and ``.json`` (and, with ``save_maps``, the overlays). Every check (the
+    detector, the folder, the outputs) comes before any work. Returns the JSON record and the two paths."""
+    folder = Path(folder)
+    detector = PatchCore.load(detector_file, device)
+    files = find_image_files(folder, recursive=True)  # a file, a missing or an empty folder fails here
+    out = ensure_writable_dir(out)
+    name = output_stem(folder)
+    maps_dir = out / f"predictions_{name}" if save_maps else None
+    csv_path, json_path = out / f"predictions_{name}.csv", out / f"predictions_{name}.json"
+    check_outputs([csv_path, json_path], maps_dir, files, folder, reads={Path(detector_file): "the --load detector"})
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1; got {batch_size}")
+    predictions, skipped, timing = predict_folder(detector, folder, maps_dir=maps_dir, batch_size=batch_size,
+                                                  files=files)
+    result = {
+        "images": str(folder),
+        "detector_file": str(Path(detector_file)),
+        "detector_sha256": sha256_file(detector_file),
+        "image_threshold": detector.image_threshold,
+        "pixel_threshold": detector.pixel_threshold,
+        "threshold_note": THRESHOLD_NOTE.format(rate=detector.config.false_alarm,
+                                                images=detector.threshold_info.get("validation_images")),
+        "file_names_note": FILE_NAMES_NOTE,
+        "config": detector.config.as_dict(),
+        "input_shape": list(detector.input_shape),
+        "counts": {"scored": len(predictions), "defect": sum(p.verdict == DEFECT for p in predictions),
+                   "skipped": len(skipped)},
+        "timing": timing,
+        "predictions": as_records(predictions),
+        "skipped_files": skipped,
+        "maps": str(maps_dir) if maps_dir else None,
+        "provenance": provenance(seed=detector.config.seed, weights=detector.weights, data_root=str(folder),
+                                 command=command),
+    }
+    atomic_write(csv_path, predictions_csv(predictions))
+    write_json(json_path, result)
+    return result, csv_path, json_path
+
+
+def scored_text(result: dict, csv_path: Path, json_path: Path) -> str:
+    """What anomaly.py prints after ``score_folder``: the counts, the threshold and the files written."""
+    counts = result["counts"]
+    return (f"scored {counts['scored']} images in {result['timing']['score_s']:.1f} s: {counts['defect']} defect, "
+            f"{counts['scored'] - counts['defect']} good (threshold {result['image_threshold']:.4g}), "
+            f"{counts['skipped']} skipped; wrote {csv_path} and {json_path}"
+            + (f"; overlays in {result['maps']}" if result["maps"] else ""))

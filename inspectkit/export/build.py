@@ -36,6 +36,19 @@ class ExportOptions:
     box_jitter: float = 0.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Every number checked once, here; a UserError naming the flag that sets it (export_labels.py's)."""
+        if self.min_area < 1:
+            raise UserError(f"--min-area must be at least 1 pixel (got {self.min_area})")
+        if self.polygon_tolerance < 0:
+            raise UserError(f"--polygon-tolerance must be 0 or more (got {self.polygon_tolerance})")
+        if self.imgsz is not None and self.imgsz < 32:
+            raise UserError(f"--imgsz must be at least 32 (got {self.imgsz})")
+        if self.sam_positive < 1 or self.sam_negative < 0:
+            raise UserError("--sam-positive must be at least 1 and --sam-negative at least 0")
+        if not 0 <= self.box_jitter < 1:
+            raise UserError(f"--box-jitter must be in [0, 1) (got {self.box_jitter})")
+
 
 @dataclass
 class ExportImage:

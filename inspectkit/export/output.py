@@ -45,6 +45,17 @@ def check_out_dir(out: str | os.PathLike, data_folder: Path, overwrite: bool) ->
     return target
 
 
+def check_outside_export(out: Path, results: Path, manifest: Path) -> None:
+    """The export replaces ``out`` as a whole: the split manifest it reads and the results folder it writes must
+    lie outside it, or the swap deletes the one (this run) or the other (the next --overwrite)."""
+    if manifest.is_file() and manifest.resolve().is_relative_to(out):
+        raise UserError(f"the split manifest {manifest} lies inside --out {out}, which the export replaces as a "
+                        "whole; copy it outside first and pass it with --splits")
+    if results.resolve().is_relative_to(out):
+        raise UserError(f"--results {results} lies inside --out {out}, which the export replaces as a whole; "
+                        "choose a --results folder outside it")
+
+
 @contextlib.contextmanager
 def staged_dir(target: Path) -> Iterator[Path]:
     """Yield an empty sibling folder to build in; on success it replaces ``target``, on failure it is removed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -94,3 +95,12 @@ def summarize(collected: Collected, class_names: list[str]) -> dict:
             "points_per_polygon": describe(len(p) // 2 for _, inst in rows for p in inst.polygons),
         },
     }
+
+
+def summary_text(summary: dict, split_source: str, out: Path, path: Path) -> str:
+    """What export_labels.py prints once the export of ``summary`` is in ``out`` and its JSON at ``path``."""
+    instances = summary["instances"]
+    per_class = ", ".join(f"{name} {n}" for name, n in instances["per_class"].items())
+    return (f"{instances['total']} instances ({per_class}) in {summary['images']['with_instances']} defect images, "
+            f"{summary['images']['background']} background images; split from {split_source}\n"
+            f"wrote {', '.join(summary['settings']['formats'])} to {out} and the summary to {path}")

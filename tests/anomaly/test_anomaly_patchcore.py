@@ -137,6 +137,7 @@ def _other_layers(state):
     (_other_layers, "backbone tensors do not match mobilenet_v2 features.3,features.6"),
     (lambda state: state["config"].update(image_size="320"), "config image_size is str"),
     (lambda state: state["config"].update(arch="resnet_nonsense"), "config cannot be built: Unknown model"),
+    (lambda state: state["config"].update(coreset_ratio=5.0), "its config cannot be used: --coreset-ratio must be"),
     (lambda state: state.update(input_shape=[100, 128]), "not a multiple of the stride"),
     (lambda state: state.update(image_threshold=float("nan")), "not a finite number"),
 ])
