@@ -1,5 +1,6 @@
-"""inspectkit.anomaly.benchmark (and the rows it takes from inspectkit.anomaly_results): the summary's rows, its mean row (over the categories that ran, each metric over
-the categories that have it) and failed rows, the printed table, and the data-root checks of --category all."""
+"""inspectkit.anomaly.benchmark (and the rows it takes from inspectkit.anomaly_results): the summary's rows, its
+mean row (over the categories that ran, each metric over the categories that have it) and failed rows, the printed
+table, and the data-root checks of --category all."""
 
 from __future__ import annotations
 
