@@ -33,6 +33,7 @@ from inspectkit.anomaly.pipeline import run_detection
 from inspectkit.anomaly.position import MODES as POSITION_MODES
 from inspectkit.anomaly.position import border_warning
 from inspectkit.anomaly.predict import as_records, find_images, predict_folder, predictions_csv
+from inspectkit.anomaly.runtime import RUNTIMES, check_runtime
 from inspectkit.cli import (
     add_data_args,
     add_model_args,
@@ -86,6 +87,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--sigma", type=float, default=PatchCoreConfig.sigma,
                        help="Gaussian smoothing of the anomaly map, in pixels")
     group.add_argument("--batch-size", type=int, default=PatchCoreConfig.batch_size, help="images per forward pass")
+    group.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
+                       help="what runs the backbone on a CPU: onnxruntime (its graph exported once per backbone, "
+                            "weights and input shape, and cached beside the decode cache), torch, or auto "
+                            "(onnxruntime when it is installed)")
     group.add_argument("--seed", type=seed, default=PatchCoreConfig.seed,
                        help="seed for the patch pool, the coreset and the random projection")
     group.add_argument("--validation-share", type=float, default=PatchCoreConfig.validation_share,
@@ -128,6 +133,7 @@ def main(args: argparse.Namespace) -> dict | Path:
         find_chromium()  # a UserError with the install hint before any work
     weights = resolve_weights(args)
     device = resolve_device(args.device)
+    check_runtime(args.runtime, device)
     if args.category == ALL and not args.demo:
         return benchmark(args, config, weights, device)
     started = time.perf_counter()
@@ -136,7 +142,8 @@ def main(args: argparse.Namespace) -> dict | Path:
     category_s = time.perf_counter() - started
     out = ensure_writable_dir(args.out)
     record, detector = run_detection(category, config, weights, device=device, baseline=not args.no_baseline,
-                                     out=out, figures=not args.no_figures, category_s=category_s)
+                                     out=out, figures=not args.no_figures, category_s=category_s,
+                                     runtime=args.runtime)
     path = write_record(out, record, detector.weights, category)
     if args.screenshot and not args.no_figures:
         picture = screenshot(out / f"anomaly_{category.name}.html",
@@ -191,7 +198,8 @@ def benchmark(args: argparse.Namespace, config: PatchCoreConfig, weights: str, d
                         "holds the category folders")
     out = ensure_writable_dir(args.out)
     summary = run_benchmark(root, config, weights, device=device, out=out, baseline=not args.no_baseline,
-                            figures=not args.no_figures, write_record=lambda c, r, w: write_record(out, r, w, c))
+                            figures=not args.no_figures, write_record=lambda c, r, w: write_record(out, r, w, c),
+                            runtime=args.runtime)
     summary["provenance"] = provenance(seed=config.seed, weights=summary.pop("weights_info"), data_root=root)
     path = write_json(out / "anomaly_summary.json", summary)
     print(format_table(summary))
@@ -204,7 +212,8 @@ def score_folder(args: argparse.Namespace) -> dict:
     if not (args.load and args.images):
         raise UserError("--load FILE and --images DIR go together: score the images in DIR with the detector FILE")
     folder = Path(args.images)
-    detector = PatchCore.load(args.load, resolve_device(args.device))
+    device = resolve_device(args.device)
+    detector = PatchCore.load(args.load, device, check_runtime(args.runtime, device))
     find_images(folder)  # a file, a missing or an empty folder fails here, before anything is written
     out = ensure_writable_dir(args.out)
     name = folder.resolve().name or "images"

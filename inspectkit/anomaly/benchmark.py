@@ -32,7 +32,7 @@ def find_categories(root: Path) -> list[str]:
 
 def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: str = "cpu", out: Path,
                   baseline: bool = True, figures: bool = True, progress: bool = True,
-                  write_record: Callable[[Category, dict, dict], Path]) -> dict:
+                  write_record: Callable[[Category, dict, dict], Path], runtime: str = "auto") -> dict:
     """Run every category under ``root``; ``write_record(category, record, weights_info)`` writes each category's
     JSON as soon as it is done. Returns the summary record (no provenance): one row per category and a mean row,
     and ``weights_info``, the provenance of the weights (None when no category ran)."""
@@ -43,7 +43,8 @@ def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: 
             category = load_category(root, name, progress=progress,
                                      prewarm=lambda sizes: input_shape(sizes, config.image_size))
             record, detector = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
-                                      figures=figures, progress=progress, category_s=time.perf_counter() - started)
+                                             figures=figures, progress=progress,
+                                             category_s=time.perf_counter() - started, runtime=runtime)
         except UserError as exc:
             rows.append({"category": name, "status": "failed", "reason": str(exc)})
             print(f"{name}: failed: {exc}")

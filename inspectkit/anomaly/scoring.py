@@ -5,12 +5,23 @@ run this module, so the math lives in one place.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from .cpu import Cores
 from .maps import PostProcess
 
-MATRIX_BUDGET = 2**25  # float32 entries of one query-by-bank distance matrix (128 MB)
+# The exact nearest-neighbour search on a CPU (``_nearest_bounded``): the queries' coordinates on the bank's
+# BOUND_DIMS leading principal axes give a lower bound of every query-to-bank distance for a third of the full
+# product's arithmetic; only the bank patches whose bound is below the distance to the bank patch of the smallest
+# bound can be the nearest, and only they are measured in full. Measured single-threaded on 2 busy cores, 100,000
+# test patches (152 channels): bottle's 6,016-patch bank leaves 9 per query, 2.1-2.8x less CPU time than the full
+# product; screw's 9,216 leave 17, 2.2x (32 axes leave 54 there and gain 1.6x; 64 cost more than they save).
+BOUND_DIMS = 48
+BOUND_SLACK = 1e-5  # of the squared norms: covers float rounding (~1e-7), so the bound never exceeds the distance
+QUERY_CHUNK = 128  # queries per bounded search: its (queries x bank) bound matrix stays near the core's cache
+MATRIX_BUDGET = 2**22  # float32 entries of one query-by-bank matrix in the full product (a GPU, a traced graph)
 
 
 class PatchScorer(nn.Module):
@@ -29,28 +40,75 @@ class PatchScorer(nn.Module):
         self.register_buffer("loc", torch.zeros(grid) if loc is None else torch.as_tensor(loc).float())
         self.register_buffer("spread", torch.ones(grid) if spread is None else torch.as_tensor(spread).float())
         self.post = PostProcess(grid, shape, sigma, score_sigma)
-        # queries per matrix product at run time: the (chunk x bank) matrix stays near 128 MB whatever the bank
-        self.chunk = max(256, MATRIX_BUDGET // max(1, len(bank)))
+        # the bound's axes: the bank's leading principal axes, its coordinates on them (times -2, for one product
+        # per chunk) and their squared norms less the slack
+        centre = bank.mean(dim=0)
+        centred = bank - centre
+        _, axes = torch.linalg.eigh((centred.T @ centred).double())  # ascending eigenvalues: the last lead
+        axes = axes[:, -BOUND_DIMS:].float().contiguous()
+        lead = centred @ axes
+        self.register_buffer("centre", centre)
+        self.register_buffer("axes", axes)
+        self.register_buffer("lead_t2", (-2.0 * lead).T.contiguous())
+        self.register_buffer("lead_offset", (lead * lead).sum(dim=1) - BOUND_SLACK * (
+            self.bank_sq + (centred * centred).sum(dim=1)))
+        self.chunk = QUERY_CHUNK
 
-    def distances(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) -> (N, h, w) Euclidean distance of each patch to its nearest memory-bank patch."""
+    def distances(self, features: torch.Tensor, cores: Cores | None = None) -> torch.Tensor:
+        """(N, C, h, w) -> (N, h, w) Euclidean distance of each patch to its nearest memory-bank patch; with
+        ``cores``, the chunks of queries run side by side on them."""
         n, c, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, c).float()
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # one product: the graph has no loop
             return self._nearest(queries).reshape(n, h, w)
         out = torch.empty(len(queries), device=queries.device)
-        for start in range(0, len(queries), self.chunk):
-            out[start:start + self.chunk] = self._nearest(queries[start:start + self.chunk])
+        if queries.device.type == "cpu":
+            nearest, chunk = self._nearest_bounded, self.chunk
+        else:
+            nearest, chunk = self._nearest, max(self.chunk, MATRIX_BUDGET // len(self.bank))
+
+        def search(start: int) -> None:
+            out[start:start + chunk] = nearest(queries[start:start + chunk])
+
+        starts = range(0, len(queries), chunk)
+        if cores is not None and queries.device.type == "cpu":
+            cores.map(search, starts)
+        else:
+            for start in starts:
+                search(start)
         return out.reshape(n, h, w)
 
     def _nearest(self, queries: torch.Tensor) -> torch.Tensor:
-        # |q - b|^2 = |q|^2 - 2 q.b + |b|^2: one matrix product, then the row minimum
+        # the nearest patch from |q - b|^2 - |q|^2 = |b|^2 - 2 q.b, one matrix product; its distance then measured
+        # directly, as _nearest_bounded does (the expansion loses digits where q and b nearly coincide)
         squared = torch.addmm(self.bank_sq[None, :], queries, self.bank.T, alpha=-2.0)
-        return (squared.min(dim=1).values + (queries * queries).sum(dim=1)).clamp_min(0).sqrt()
+        return _row_distances(queries, self.bank[squared.argmin(dim=1)])
+
+    def _nearest_bounded(self, queries: torch.Tensor) -> torch.Tensor:
+        """The same distances as ``_nearest`` (exactly the nearest patch, measured as |q - b| directly), from a
+        lower bound of every distance that rules out all but a few bank patches per query (CPU tensors)."""
+        centred = queries - self.centre
+        lead = centred @ self.axes
+        offset = (lead * lead).sum(dim=1) - BOUND_SLACK * ((queries * queries).sum(dim=1)
+                                                           + (centred * centred).sum(dim=1))
+        # bound[i, j] + offset[i] <= |q_i - b_j|^2; numpy's row reductions are ~15x faster than torch's here
+        bound = torch.mm(lead, self.lead_t2).numpy()
+        bound += self.lead_offset.numpy()
+        best = torch.from_numpy(bound.argmin(axis=1))
+        upper = _row_distances(queries, self.bank.index_select(0, best))
+        candidates = torch.from_numpy(np.flatnonzero(bound <= (upper.square() - offset).numpy()[:, None]))
+        rows, cols = candidates // len(self.bank), candidates % len(self.bank)
+        found = _row_distances(queries.index_select(0, rows), self.bank.index_select(0, cols))
+        return upper.scatter_reduce(0, rows, found, "amin")
 
     def normalize(self, distances: torch.Tensor) -> torch.Tensor:
         """(N, h, w) distances -> position-aware patch scores."""
         return (distances - self.loc) / self.spread
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.post(self.normalize(self.distances(features)))
+    def forward(self, features: torch.Tensor, cores: Cores | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.post(self.normalize(self.distances(features, cores)))
+
+
+def _row_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise |a_i - b_i|."""
+    return torch.linalg.vector_norm(a - b, dim=1)
