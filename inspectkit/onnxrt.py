@@ -90,16 +90,6 @@ def export_graph(module: nn.Module, example: torch.Tensor, metadata: Mapping[str
     return model.SerializeToString()
 
 
-def module_fingerprint(module: nn.Module) -> str:
-    """sha256 of every tensor (name, dtype, shape, bytes) of ``module``'s state dict: modules of the same code with
-    equal fingerprints compute the same outputs."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def graph_key(parts: Mapping[str, Any]) -> str:
     """The cache key of a graph: sha256 of ``parts`` (what the caller's module depends on: architecture, weights
     fingerprint, input shape, ...) with the torch version and ``GRAPH_VERSION``."""

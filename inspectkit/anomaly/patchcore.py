@@ -118,6 +118,10 @@ class PatchCore:
         extractor, weights_info = build_extractor(config.arch, weights, config.layers, config.stride, config.pad)
         return cls(extractor, config, weights_info, device, runtime)
 
+    def use_runtime(self, runtime: str) -> None:
+        """Run the feature extractor with ``runtime`` from now on (``runtime.RUNTIMES``)."""
+        self.features = FeatureRuntime(self.extractor, self.config.arch, runtime, self.device, self.cores)
+
     def extract(self, images: torch.Tensor, desc: str = "features", progress: bool = False) -> torch.Tensor:
         """(N, 3, H, W) uint8 -> (N, C, H/stride, W/stride) float32 patch features on the CPU, in batches of
         ``config.batch_size``, through ``self.features`` (onnxruntime or torch, runtime.py)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
-from ..onnxrt import OnnxModule, available, module_fingerprint
+from ..models import state_fingerprint
+from ..onnxrt import OnnxModule, available
 from .cpu import Cores
 from .features import PatchFeatureExtractor
 
@@ -59,7 +60,7 @@ class FeatureRuntime:
             return None
         if shape not in self._graphs:
             if self._fingerprint is None:
-                self._fingerprint = module_fingerprint(self.extractor)
+                self._fingerprint = state_fingerprint(self.extractor.state_dict())
             extractor = self.extractor
             key = {"module": "PatchFeatureExtractor", "arch": self.arch, "layers": list(extractor.layers),
                    "stride": extractor.stride, "pad": extractor.pad, "weights": self._fingerprint}
