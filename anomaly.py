@@ -30,6 +30,7 @@ from inspectkit.anomaly.gallery import find_chromium, screenshot
 from inspectkit.anomaly.pipeline import run_detection, summary_text, write_record
 from inspectkit.anomaly.position import border_warning
 from inspectkit.anomaly.predict import score_folder, scored_text
+from inspectkit.anomaly.runtime import check_runtime
 from inspectkit.errors import UserError
 from inspectkit.models import resolve_device
 from inspectkit.names import one_line
@@ -65,22 +66,19 @@ def main(args: argparse.Namespace) -> dict | Path:
         return score(args, batch_size=args.batch_size if cli.flag_given(parser, args, "batch_size") else None)
     cli.refuse_unused_flags(parser, args, set(vars(args)) - set(options.SAVED_DETECTOR_FLAGS),
                             "without --load (they act on a saved detector)")
-    if args.screenshot and (args.no_figures or (args.category == ALL and not args.demo)):
-        raise UserError("--screenshot pictures the gallery of one category: it does nothing with "
-                        + ("--no-figures" if args.no_figures else "--category all") + "; drop one of them")
     config = options.config_from_args(args)
     if args.screenshot:
         find_chromium()  # a UserError with the install hint before any work
     weights, device = cli.resolve_weights(args), resolve_device(args.device)
+    run_with = {"device": device, "runtime": check_runtime(args.runtime, device), "baseline": not args.no_baseline,
+                "figures": not args.no_figures}
     if args.category == ALL and not args.demo:
-        return benchmark(args.data_root, config, weights, device=device, out=args.out, command=args.command,
-                         baseline=not args.no_baseline, figures=not args.no_figures)
+        return benchmark(args.data_root, config, weights, out=args.out, command=args.command, **run_with)
     started = time.perf_counter()
     category = cli.resolve_category(args, prewarm=config.detector_shape)  # stores each image at the detector's shape
     category_s = time.perf_counter() - started
     out = ensure_writable_dir(args.out)
-    record, detector = run_detection(category, config, weights, device=device, baseline=not args.no_baseline,
-                                     out=out, figures=not args.no_figures, category_s=category_s)
+    record, detector = run_detection(category, config, weights, out=out, category_s=category_s, **run_with)
     path = write_record(out, record, detector.weights, category, args.command)
     if args.screenshot:
         picture = screenshot(out / f"anomaly_{category.name}.html",
@@ -95,7 +93,8 @@ def main(args: argparse.Namespace) -> dict | Path:
 def score(args: argparse.Namespace, batch_size: int | None) -> dict:
     """``--load FILE --images DIR``: the verdicts, scores and boxes of every image under DIR, as CSV and JSON."""
     result, csv_path, json_path = score_folder(args.load, args.images, args.out, device=resolve_device(args.device),
-                                               save_maps=args.save_maps, batch_size=batch_size, command=args.command)
+                                               save_maps=args.save_maps, batch_size=batch_size, command=args.command,
+                                               runtime=args.runtime)
     for item in result["skipped_files"]:
         print(f"skipped {one_line(item['file'])}: {item['reason']}", file=sys.stderr)
     print(scored_text(result, csv_path, json_path))

@@ -8,10 +8,8 @@ import contextlib
 import copy
 import ctypes
 import hashlib
-import io
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,8 @@ from .figures.training import confusion_matrix_figure, learning_curves_figure, m
 from .gate import gated_probabilities, score_with_regions
 from .imageio import read_image_folder
 from .metrics import SUMMARY_METRICS, classification_metrics, paired_differences, summarize_splits
-from .models import normalize
+from .models import normalize, state_fingerprint
+from .onnxrt import OnnxModule
 from .results import schema_problem, sha256_file
 from .training import (
     EVAL_BATCH,
@@ -106,12 +105,8 @@ def trained_results(out: Path, attempt_choice: str) -> list[dict]:
 def trunk_fingerprint(checkpoint: dict) -> str:
     """sha256 of the architecture and every trunk tensor (name, dtype, shape, bytes) of a checkpoint's model:
     checkpoints with equal fingerprints compute the same trunk outputs, so they can share them."""
-    digest = hashlib.sha256(checkpoint["arch"].encode())
-    for name, tensor in sorted(checkpoint["model"].items()):
-        if name.startswith("trunk."):
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+    trunk = state_fingerprint(checkpoint["model"], "trunk.")
+    return hashlib.sha256(f"{checkpoint['arch']}:{trunk}".encode()).hexdigest()
 
 
 def inference_model(checkpoint: dict, device: torch.device) -> Classifier:
@@ -144,33 +139,6 @@ def _classifier(checkpoint: dict) -> Classifier:
     return model.eval()
 
 
-def _onnx_runner(module: nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``module`` (in eval mode) exported to ONNX with a dynamic batch axis and run by onnxruntime on the CPU, with
-    torch's thread count; None when onnxruntime is missing or the module cannot be exported."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    buffer = io.BytesIO()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(buffer.getvalue(), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception:  # a module the exporter cannot trace: PyTorch computes the same outputs, only slower
-        return None
-
-    def run(inputs: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"x": np.ascontiguousarray(inputs.numpy())})[0])
-
-    return run
-
-
 class _FromTrunk(nn.Module):
     """``Classifier.from_trunk`` as a module's forward, so that it can be exported."""
 
@@ -185,10 +153,13 @@ class _FromTrunk(nn.Module):
 def trunk_runner(model: Classifier, device: torch.device,
                  image_shape: tuple[int, int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
     """How ``trunk_outputs`` runs the frozen trunk on a uint8 batch of ``image_shape`` (3, H, W): on a CPU, through
-    onnxruntime (``_onnx_runner``), else ``model.trunk_features``. The same outputs to float rounding (3e-6 on
-    MobileNetV2 at 320 px); on 2 busy cores at 320 px, 16 instead of 38 ms per image."""
+    onnxruntime (its graph cached per trunk weights and input shape, ``onnxrt.OnnxModule``), else
+    ``model.trunk_features``. The same outputs to float rounding (3e-6 on MobileNetV2 at 320 px); on 2 busy cores
+    at 320 px, 16 instead of 38 ms per image."""
     if device.type == "cpu":
-        run = _onnx_runner(model.trunk, normalize(torch.zeros((1, *image_shape), dtype=torch.uint8)))
+        example = normalize(torch.zeros((1, *image_shape), dtype=torch.uint8))
+        key = {"module": "Classifier.trunk", "weights": state_fingerprint(model.trunk.state_dict())}
+        run = OnnxModule.load(model.trunk, example, name="trunk", key=key, threads=torch.get_num_threads())
         if run is not None:
             return lambda images_uint8: run(normalize(images_uint8))
     return model.trunk_features
@@ -197,9 +168,10 @@ def trunk_runner(model: Classifier, device: torch.device,
 def head_runner(model: Classifier, device: torch.device,
                 feature_shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
     """How ``split_probabilities`` runs the rest of the network on trunk outputs of ``feature_shape`` (C, h, w): on a
-    CPU through onnxruntime (export 0.5 s, then about 1.8x faster), else ``model.from_trunk``."""
+    CPU through onnxruntime (exported into memory, 0.5 s, then about 1.8x faster), else ``model.from_trunk``."""
     if device.type == "cpu":
-        run = _onnx_runner(_FromTrunk(model).eval(), torch.zeros((1, *feature_shape)))
+        run = OnnxModule.load(_FromTrunk(model).eval(), torch.zeros((1, *feature_shape)),
+                              threads=torch.get_num_threads())
         if run is not None:
             return run
     return model.from_trunk

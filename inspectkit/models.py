@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -35,6 +37,17 @@ def describe_weights(spec: str) -> dict:
         return {"spec": spec, "file": None, "sha256": None, "pretrained": spec == "imagenet"}
     path = Path(spec).expanduser()
     return {"spec": "file", "file": str(path), "sha256": sha256_file(path), "pretrained": True}
+
+
+def state_fingerprint(state: Mapping[str, torch.Tensor], prefix: str = "") -> str:
+    """sha256 of every tensor (name, dtype, shape, bytes) of a state dict whose name starts with ``prefix``: the
+    same code with state dicts of equal fingerprints computes the same outputs."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        if name.startswith(prefix):
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def load_torch_file(path: str | Path, kind: str, missing_hint: str, unreadable_hint: str) -> object:

@@ -30,7 +30,7 @@ def find_categories(root: Path) -> list[str]:
 
 def benchmark(data_root: str | os.PathLike | None, config: PatchCoreConfig, weights: str, *, device: str = "cpu",
               out: str | os.PathLike, baseline: bool = True, figures: bool = True, progress: bool = True,
-              command: Sequence[str] | None = None) -> dict:
+              command: Sequence[str] | None = None, runtime: str = "auto") -> dict:
     """``anomaly.py --category all``: every category under the data root (``run_benchmark``), then the summary
     with its provenance, written to ``<out>/anomaly_summary.json`` and printed as a table. Returns the summary."""
     root = resolve_data_root(data_root)
@@ -39,7 +39,7 @@ def benchmark(data_root: str | os.PathLike | None, config: PatchCoreConfig, weig
                         "holds the category folders")
     out = ensure_writable_dir(out)
     summary = run_benchmark(root, config, weights, device=device, out=out, baseline=baseline, figures=figures,
-                            progress=progress, command=command)
+                            progress=progress, command=command, runtime=runtime)
     summary["provenance"] = provenance(seed=config.seed, weights=summary.pop("weights_info"), data_root=root,
                                        command=command)
     path = write_json(out / SUMMARY_NAME, summary)
@@ -50,11 +50,11 @@ def benchmark(data_root: str | os.PathLike | None, config: PatchCoreConfig, weig
 
 def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: str = "cpu", out: Path,
                   baseline: bool = True, figures: bool = True, progress: bool = True,
-                  command: Sequence[str] | None = None) -> dict:
+                  command: Sequence[str] | None = None, runtime: str = "auto") -> dict:
     """Run every category under ``root``, writing each category's JSON (``pipeline.write_record``) as soon as it
-    is done. Returns the summary record (no provenance), derived from the per-category files in ``out``: one row
-    per category and a mean row, the settings they share and those that differ, and ``weights_info``, the
-    provenance of the weights (None when no category ran)."""
+    is done; ``runtime`` runs the backbone (runtime.RUNTIMES). Returns the summary record (no provenance), derived
+    from the per-category files in ``out``: one row per category and a mean row, the settings they share and those
+    that differ, and ``weights_info``, the provenance of the weights (None when no category ran)."""
     failed, weights_info = [], None
     for name in find_categories(root):
         try:
@@ -62,7 +62,7 @@ def run_benchmark(root: Path, config: PatchCoreConfig, weights: str, *, device: 
             category = load_category(root, name, progress=progress, prewarm=config.detector_shape)
             record, detector = run_detection(category, config, weights, device=device, baseline=baseline, out=out,
                                              figures=figures, progress=progress,
-                                             category_s=time.perf_counter() - started)
+                                             category_s=time.perf_counter() - started, runtime=runtime)
         except UserError as exc:
             failed.append({"category": name, "status": "failed", "reason": str(exc)})
             print(f"{name}: failed: {exc}")

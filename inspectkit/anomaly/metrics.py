@@ -4,6 +4,9 @@ histograms in bounded memory, the F1-optimal threshold, and image AUROC per defe
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score
@@ -94,11 +97,28 @@ class PixelCurves:
             self.regions += count
 
     @classmethod
-    def measure(cls, masks: np.ndarray, maps: np.ndarray) -> PixelCurves:
-        """The curves of ``maps`` (N, H, W) against ``masks``, image by image."""
-        curves = cls(cls.thresholds(maps))
-        for mask, anomaly_map in zip(masks, maps, strict=True):
-            curves.add(mask, anomaly_map)
+    def measure(cls, masks: np.ndarray, maps: np.ndarray, workers: int | None = None) -> PixelCurves:
+        """The curves of ``maps`` (N, H, W) against ``masks``, image by image; the images in ``workers`` parts (all
+        cores by default) counted side by side, then the counts added (numpy's binning releases the GIL)."""
+        edges = cls.thresholds(maps)
+        parts = np.array_split(np.arange(len(maps)), max(1, min(workers or os.cpu_count() or 1, len(maps))))
+
+        def count(images: np.ndarray) -> PixelCurves:
+            part = cls(edges)
+            for i in images:
+                part.add(masks[i], maps[i])
+            return part
+
+        if len(parts) == 1:
+            return count(parts[0])
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            counted = list(pool.map(count, parts))
+        curves = cls(edges)
+        for part in counted:
+            curves.negative += part.negative
+            curves.positive += part.positive
+            curves.region_weight += part.region_weight
+            curves.regions += part.regions
         return curves
 
     def auroc(self) -> float:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..onnxrt import make_session
 from ..results import atomic_write, ensure_writable_dir
 from .patchcore import FILE_VERSION, PatchCore
 
@@ -124,27 +125,6 @@ def export_onnx(detector: PatchCore, path: str | os.PathLike, opset: int = DEFAU
     return atomic_write(path, model.SerializeToString())
 
 
-def make_session(onnx_path: str | os.PathLike, threads: int = 2, optimization: str = "all",
-                 spinning: bool = True) -> Any:
-    """An onnxruntime CPU session with ``threads`` intra-op threads (one inter-op thread), graph optimisation
-    ``optimization`` (disable, basic, extended, all) and the worker threads' busy-waiting on or off."""
-    import onnxruntime as ort
-
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    if optimization not in levels:
-        raise UserError(f"unknown onnxruntime optimisation level '{optimization}'; use one of {', '.join(levels)}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = levels[optimization]
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def run_session(session: Any, images_uint8: torch.Tensor | np.ndarray,
                 batch_size: int = PARITY_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """(image_scores (N,), maps (N, H, W)) from an onnxruntime session, in batches of ``batch_size``."""
@@ -195,18 +175,20 @@ def _median_ms(step: Any, n_images: int, warmup: int, repeats: int) -> dict:
 
 def latency(detector: PatchCore, onnx_path: str | os.PathLike, images_uint8: torch.Tensor, threads: int = 2,
             warmup: int = 3, repeats: int = 20, optimization: str = "all", spinning: bool = True) -> dict:
-    """Per-image latency at batch 1 (median of ``repeats`` after ``warmup``) of ``detector.score`` and of the ONNX
-    model in onnxruntime, both with ``threads`` threads; the images are taken in turn."""
+    """Per-image latency at batch 1 (median of ``repeats`` after ``warmup``) of ``detector.score`` with its features
+    in torch and of the ONNX model in onnxruntime, both with ``threads`` threads; the images are taken in turn."""
     import onnxruntime as ort
 
     session = make_session(onnx_path, threads, optimization, spinning)
     arrays = images_uint8.numpy()
-    before = torch.get_num_threads()
+    before, runtime = torch.get_num_threads(), detector.features.runtime
     torch.set_num_threads(threads)
+    detector.use_runtime("torch")
     try:
         torch_ms = _median_ms(lambda i: detector.score(images_uint8[i:i + 1]), len(arrays), warmup, repeats)
     finally:
         torch.set_num_threads(before)
+        detector.use_runtime(runtime)
     ort_ms = _median_ms(lambda i: session.run(None, {INPUT_NAME: arrays[i:i + 1]}), len(arrays), warmup, repeats)
     return {
         "torch": torch_ms,

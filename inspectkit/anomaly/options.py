@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 
 from ..cli import seed
+from ..errors import UserError
 from ..models import check_arch
 from .config import PatchCoreConfig, bad_validation_share
 from .coreset import SAMPLERS
 from .features import DEFAULT_LAYERS
 from .position import MODES as POSITION_MODES
+from .runtime import RUNTIMES
 
 
 def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -55,6 +57,10 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     group.add_argument("--false-alarm", type=float, default=PatchCoreConfig.false_alarm,
                        help="target false-alarm rate on the held-out good images, in (0, 1): 0.01 flags about 1 in "
                             "100 good images (and pixels) as defective")
+    group.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
+                       help="what runs the backbone on a CPU: onnxruntime (its graph exported once per backbone, "
+                            "weights and input shape, and cached beside the decode cache), torch, or auto "
+                            "(onnxruntime when it is installed)")
     group.add_argument("--no-baseline", action="store_true", help="skip the Gaussian (PaDiM-like) baseline")
     group.add_argument("--no-figures", action="store_true",
                        help="skip the heat-map strip, the histogram and the HTML gallery")
@@ -66,7 +72,7 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
 
 # The flags each mode reads; any other flag given is refused (cli.refuse_unused_flags), never silently ignored.
 EXPORT_FLAGS = ("load", "export", "export_file")
-SCORING_FLAGS = ("load", "images", "save_maps", "out", "device", "batch_size")
+SCORING_FLAGS = ("load", "images", "save_maps", "out", "device", "batch_size", "runtime")
 SAVED_DETECTOR_FLAGS = ("load", "images", "save_maps", "export", "export_file")  # none of them fits a detector
 
 
@@ -92,6 +98,9 @@ def config_from_args(args: argparse.Namespace) -> PatchCoreConfig:
     bad value. ``--arch`` must name a TorchVision model (a detector file's config is checked against the backbone
     it builds instead); a script run sets its thresholds from the held-out share, so ``--validation-share`` > 0."""
     check_arch(args.arch)
+    if args.screenshot and (args.no_figures or (args.category == "all" and not args.demo)):
+        raise UserError("--screenshot pictures the gallery of one category: it does nothing with "
+                        + ("--no-figures" if args.no_figures else "--category all") + "; drop one of them")
     layers = tuple(name.strip() for name in args.layers.split(",") if name.strip()) if args.layers else ()
     config = PatchCoreConfig(arch=args.arch, layers=layers, pad=args.pad, image_size=args.image_size,
                              coreset_ratio=args.coreset_ratio, max_bank=args.max_bank, sampler=args.sampler,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,11 @@ from ..models import load_torch_file
 from ..results import atomic_write
 from .config import PatchCoreConfig
 from .coreset import make_sampler
-from .cpu import one_thread
+from .cpu import Cores
 from .detector_file import state_problem
 from .features import PatchFeatureExtractor, build_extractor, extractor_from_state
 from .position import border_diagnostic, leave_one_out, position_statistics
+from .runtime import FeatureRuntime
 from .scoring import PatchScorer
 from .threshold import false_alarm_threshold, normalized_scores, split_validation
 
@@ -45,8 +45,10 @@ class PatchCore:
     """
 
     def __init__(self, extractor: PatchFeatureExtractor, config: PatchCoreConfig, weights: dict,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", runtime: str = "auto") -> None:
         self.extractor = extractor.to(device)
+        self.cores = Cores()  # feature batches (torch), nearest-neighbour chunks: one part per core
+        self.features = FeatureRuntime(self.extractor, config.arch, runtime, device, self.cores)
         self.config = config
         self.weights = weights
         self.device = torch.device(device)
@@ -62,47 +64,32 @@ class PatchCore:
         self.threshold_info: dict = {}
         self.scorer: PatchScorer | None = None
         self.position: dict | None = None  # the position statistics' record (position.py), once calibrated
-        self._pool_threads: ThreadPoolExecutor | None = None
         self._pool: list[torch.Tensor] = []
         self._pool_rows: np.ndarray | None = None
         self._seen = 0
 
     @classmethod
-    def build(cls, config: PatchCoreConfig, weights: str, device: torch.device | str = "cpu") -> PatchCore:
-        """A new, unfitted detector; ``weights`` is ``imagenet``, ``none`` or a state-dict path."""
+    def build(cls, config: PatchCoreConfig, weights: str, device: torch.device | str = "cpu",
+              runtime: str = "auto") -> PatchCore:
+        """A new, unfitted detector; ``weights`` is ``imagenet``, ``none`` or a state-dict path; ``runtime`` runs
+        the feature extractor (``runtime.RUNTIMES``)."""
         extractor, weights_info = build_extractor(config.arch, weights, config.layers, config.stride, config.pad)
-        return cls(extractor, config, weights_info, device)
+        return cls(extractor, config, weights_info, device, runtime)
+
+    def use_runtime(self, runtime: str) -> None:
+        """Run the feature extractor with ``runtime`` from now on (``runtime.RUNTIMES``)."""
+        self.features = FeatureRuntime(self.extractor, self.config.arch, runtime, self.device, self.cores)
 
     def extract(self, images: torch.Tensor, desc: str = "features", progress: bool = False) -> torch.Tensor:
-        """(N, 3, H, W) uint8 -> (N, C, H/stride, W/stride) float32 patch features on the CPU, in batches.
-
-        On a multi-core CPU, whole batches run side by side, one single-threaded forward pass per core: unlike
-        torch's intra-op threads, no core waits at every layer for a core that another program is using.
-        """
-        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
-        size = max(1, -(-len(images) // workers))
-        starts = range(0, len(images), size)
+        """(N, 3, H, W) uint8 -> (N, C, H/stride, W/stride) float32 patch features on the CPU, in batches of
+        ``config.batch_size``, through ``self.features`` (onnxruntime or torch, runtime.py)."""
         bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False)
-
-        def forward(start: int) -> torch.Tensor:
-            features = self.extractor(images[start:start + size]).cpu()
-            bar.update(len(features))
-            return features
-
-        if workers <= 1 or len(starts) == 1:
-            batches = [forward(start) for start in starts]
-        else:
-            with one_thread():
-                batches = list(self._workers(workers).map(forward, starts))
+        batches = []
+        for batch in _batches(images, self.config.batch_size):
+            batches.append(self.features(batch))
+            bar.update(len(batch))
         bar.close()
         return torch.cat(batches)
-
-    def _workers(self, n: int) -> ThreadPoolExecutor:
-        """One pool for the detector's life: a new thread per batch would give glibc a new malloc arena each time,
-        and the memory freed there is kept (measured: peak RSS grew by 1 GB from 100 to 500 training images)."""
-        if self._pool_threads is None or self._pool_threads._max_workers != n:
-            self._pool_threads = ThreadPoolExecutor(max_workers=n, thread_name_prefix="features")
-        return self._pool_threads
 
     # -- fitting, streamed --------------------------------------------------------------------------------------
     def begin_fit(self, n_images: int, input_shape: tuple[int, int]) -> PatchCore:
@@ -203,7 +190,7 @@ class PatchCore:
         """Patch features (N, C, h, w) -> (N, h, w) distances to the nearest memory-bank patch (not normalised)."""
         if self.scorer is None:
             raise RuntimeError("fit the detector before scoring")
-        return self.scorer.distances(features.to(self.device)).cpu()
+        return self.scorer.distances(features.to(self.device), self.cores).cpu()
 
     @torch.inference_mode()
     def scored_grids(self, distances: torch.Tensor) -> torch.Tensor:
@@ -225,7 +212,7 @@ class PatchCore:
         if self.scorer is None:
             raise RuntimeError("fit the detector before scoring")
         with torch.inference_mode():
-            maps, scores = self.scorer(features.to(self.device))
+            maps, scores = self.scorer(features.to(self.device), self.cores)
         return scores.cpu().numpy(), maps.cpu().numpy()
 
     def score(self, images: torch.Tensor, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +250,7 @@ class PatchCore:
         return atomic_write(path, lambda fh: torch.save(self.state(), fh))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> PatchCore:
+    def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu", runtime: str = "auto") -> PatchCore:
         """Read a file written by ``save``; a UserError if it is missing, damaged or not such a file."""
         path = Path(path).expanduser()
         remake = "fit one again with python anomaly.py (it is saved under <out>/detectors/)"
@@ -287,7 +274,7 @@ class PatchCore:
         except (RuntimeError, KeyError, ValueError, UserError) as exc:
             raise UserError(f"detector file {path} is damaged or incompatible ({str(exc)[:100]}); {remake}") \
                 from None
-        detector = cls(extractor, config, state["weights"], device)
+        detector = cls(extractor, config, state["weights"], device, runtime)
         detector.input_shape = tuple(state["input_shape"])
         detector.bank = state["bank"]
         detector.bank_size_before_coreset = state["bank_size_before_coreset"]

@@ -83,13 +83,15 @@ class _Clock:
 
 def run_detection(category: Category, config: PatchCoreConfig, weights: str, *, device: torch.device | str = "cpu",
                   baseline: bool = True, out: Path | None = None, figures: bool = True, progress: bool = True,
-                  category_s: float = 0.0) -> tuple[dict, PatchCore]:
+                  category_s: float = 0.0, runtime: str = "auto") -> tuple[dict, PatchCore]:
     """Fit on ``train/good``, score ``test/``, measure; returns the results record (no provenance) and the
     fitted detector. With ``out``, the detector file and (with ``figures``) the figures are written under it.
-    ``category_s``, the caller's time for finding and checking the category, counts in the total."""
+    ``category_s``, the caller's time for finding and checking the category, counts in the total. ``runtime``
+    runs the feature extractor (runtime.py)."""
     fixed_mmap_threshold()
     with PeakMemory() as peak:
-        record, detector = _run(category, config, weights, torch.device(device), baseline, out, figures, progress)
+        record, detector = _run(category, config, weights, torch.device(device), baseline, out, figures, progress,
+                                runtime)
     record["peak_rss_mb"] = round(peak.mb, 1)
     timings = record["timings"]
     timings["category"] = round(category_s, 3)
@@ -128,7 +130,7 @@ def summary_text(record: dict, path: Path) -> str:
 
 
 def _run(category: Category, config: PatchCoreConfig, weights: str, device: torch.device, with_baseline: bool,
-         out: Path | None, figures: bool, progress: bool) -> tuple[dict, PatchCore]:
+         out: Path | None, figures: bool, progress: bool, runtime: str) -> tuple[dict, PatchCore]:
     start = time.perf_counter()
     clock = _Clock()
     test = check_test_set(category)
@@ -137,13 +139,16 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     if not validation:
         raise UserError(f"category '{category.name}' has {len(good_train)} train/good image(s): at least 2 are "
                         "needed, one to fit on and one to set the threshold")
-    detector = PatchCore.build(config, weights, device)
+    detector = PatchCore.build(config, weights, device, runtime)
     clock.lap("model")
     shape = config.detector_shape(train_sizes(category, good_train))
     cache = DecodeCache(memory=False)  # each image is read once per run: keep nothing but the current batch
-    gaussian = GaussianBaseline(shape, config.sigma, score_sigma=config.score_sigma) if with_baseline else None
+    gaussian = (GaussianBaseline(shape, config.sigma, score_sigma=config.score_sigma, cores=detector.cores)
+                if with_baseline else None)
     detector.begin_fit(len(train), shape)
     clock.lap("model")
+    feature_runtime = detector.features.prepare(shape)  # the cached ONNX graph, or its export on a first run
+    clock.lap("graph")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         bar = tqdm(total=len(good_train) + len(test), desc=f"{category.name}: fit", unit="img", disable=not progress,
                    leave=False)
@@ -229,9 +234,9 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
                      "metrics")
     notes.append(f"timings: the detector decoded {decoded_now} files itself and read the rest from the decode "
                  "cache (a category's first check stores each image there at this input shape as it decodes it); "
-                 "total_s is the detector end to end: finding and checking the "
-                 "category, model, decode, features, coreset, scoring, metrics; wall_s adds the baseline and "
-                 "writing the detector file and figures")
+                 "total_s is the detector end to end: finding and checking the category, model, graph (the feature "
+                 "extractor's ONNX graph, loaded or exported), decode, features, coreset, scoring, metrics; wall_s "
+                 "adds the baseline and writing the detector file and figures")
     record = {
         "category": category.name,
         "class_names": category.class_names,
@@ -242,7 +247,8 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
         "metrics": metrics,
         "baseline": baseline,
         "config": {**config.as_dict(), "weights": weights, "device": str(device), "input_shape": list(shape),
-                   "pixel_metrics_resolution": list(shape), "threads": torch.get_num_threads()},
+                   "pixel_metrics_resolution": list(shape), "threads": torch.get_num_threads(),
+                   "feature_runtime": feature_runtime},
         "memory_bank": {"patches_before_coreset": detector.bank_size_before_coreset, "pool_size": detector.pool_size,
                         "coreset_size": len(detector.bank), "feature_dim": int(detector.bank.shape[1]),
                         "grid": list(patch_scores.shape[-2:]),

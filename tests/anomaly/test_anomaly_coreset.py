@@ -37,6 +37,28 @@ def test_pruned_greedy_makes_exactly_the_greedy_choices():
     assert pruned.radius == pytest.approx(exact.radius, rel=1e-4)
 
 
+def plain_greedy(points: np.ndarray, n: int, start: int) -> np.ndarray:
+    """Gonzalez's greedy k-center as written in the textbook: every point's distance to each new centre."""
+    nearest = np.full(len(points), np.inf)
+    chosen = [start]
+    for _ in range(n - 1):
+        nearest = np.minimum(nearest, ((points - points[chosen[-1]]) ** 2).sum(axis=1))
+        chosen.append(int(nearest.argmax()))
+    return np.array(chosen)
+
+
+@pytest.mark.parametrize("dim", [64, 152])
+def test_greedy_with_its_principal_axes_bound_picks_what_the_full_scan_picks(dim):
+    """More dimensions than the bound's axes, so the bound really rules points out (it is exact below 16)."""
+    points = clustered(3000, dim=dim, centres=60, seed=dim)
+    sampler = make_sampler("greedy", projection_dim=dim)  # no projection: the points as they are
+    start = int(np.random.default_rng(5).integers(len(points)))
+    picked = sampler.select(points, 200, seed=5)
+    expected = plain_greedy(points.astype(np.float64), 200, start)
+    assert np.array_equal(picked, expected)
+    assert sampler.radius == pytest.approx(covering_radius(points, picked), rel=1e-4)
+
+
 def test_covering_radius_is_the_max_nearest_distance():
     points = clustered(500)
     chosen = np.arange(0, 500, 7)

@@ -1,9 +1,10 @@
-"""anomaly.py under faults: Ctrl-C while decoding and while worker threads extract features (exit 130, nothing
-written for the interrupted run, the next run works), and damaged detector files (exit 2 naming the file and the
-command that makes it again)."""
+"""anomaly.py under faults: Ctrl-C while decoding and while worker threads extract features, in onnxruntime or in
+torch (exit 130, nothing written for the interrupted run, the next run works), and damaged detector files (exit 2
+naming the file and the command that makes it again)."""
 
 from __future__ import annotations
 
+import onnxruntime
 import pytest
 import torch
 from helpers import interrupt_on_call, run_script
@@ -17,15 +18,19 @@ FAST = ["--category", "demo", "--arch", "mobilenet_v2", "--weights", "none", "--
         "--coreset-ratio", "0.1", "--batch-size", "4", "--no-figures"]
 
 
-@pytest.mark.parametrize("phase", ["decoding", "features"])
+@pytest.mark.parametrize("phase", ["decoding", "features-onnxruntime", "features-torch"])
 def test_an_interrupted_run_writes_nothing_and_the_next_run_works(phase, synthetic_root, tmp_path, monkeypatch,
                                                                   capsys):
     monkeypatch.setenv("INSPECTKIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "results"
-    argv = ["--data-root", str(synthetic_root), *FAST, "--out", str(out)]
+    runtime = "torch" if phase == "features-torch" else "onnxruntime"
+    argv = ["--data-root", str(synthetic_root), *FAST, "--runtime", runtime, "--out", str(out)]
     if phase == "decoding":
         # a cold run decodes each file once, in the data check, which stores it at the detector's input shape
         monkeypatch.setattr(data_module, "open_image", interrupt_on_call(5, data_module.open_image))
+    elif runtime == "onnxruntime":  # raised inside a worker thread's session run, in the second batch of the fit
+        run_session = onnxruntime.InferenceSession.run
+        monkeypatch.setattr(onnxruntime.InferenceSession, "run", interrupt_on_call(3, run_session))
     else:  # raised inside a worker thread's forward pass, the third batch of the fit
         forward = features_module.PatchFeatureExtractor.forward
         monkeypatch.setattr(features_module.PatchFeatureExtractor, "forward", interrupt_on_call(3, forward))

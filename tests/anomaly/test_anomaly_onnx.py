@@ -29,10 +29,10 @@ from inspectkit.anomaly.onnx_export import (
     ScoringGraph,
     check_parity,
     export_onnx,
-    make_session,
     run_session,
 )
 from inspectkit.errors import UserError
+from inspectkit.onnxrt import make_session
 
 
 def fitted(shape: tuple[int, int], n_train: int = 6, seed: int = 0, **config) -> PatchCore:

@@ -1,5 +1,6 @@
 """Streaming and bounded memory (patchcore's patch pool, the streamed Gaussian baseline, the nearest-neighbour
-scorer): streamed results equal the all-at-once ones, and what is kept does not grow with the dataset."""
+scorer, the work split over the cores): streamed and split results equal the all-at-once ones, and what is kept
+does not grow with the dataset."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from inspectkit.anomaly import GaussianBaseline, PatchCore, PatchCoreConfig
+from inspectkit.anomaly.cpu import Cores
 from inspectkit.anomaly.patchcore import OVERSAMPLE
 from inspectkit.anomaly.scoring import PatchScorer
 
@@ -31,6 +33,53 @@ def test_nearest_neighbour_scorer_equals_cdist():
     as_grid = queries.T.reshape(1, 16, 1000, 1)  # (N, C, h, w) with one image of 1000 x 1 patches
     assert torch.allclose(scorer.distances(as_grid).reshape(-1), expected, atol=1e-4)
     assert scorer.distances(bank[:5].T.reshape(1, 16, 5, 1)).abs().max() < 1e-3  # bank rows are at distance 0
+
+
+@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (1e-3, 0.0), (1.0, 20.0)],
+                         ids=["unit", "tiny values", "far from the origin"])
+def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift):
+    """More channels than the bound's principal axes, clustered like patch features: the bound rules most of the
+    bank out, and the distances still equal the brute-force ones, on the cores and in the traced (dense) form,
+    at any scale and offset of the features (the bound's float rounding must stay below its slack)."""
+    generator = torch.Generator().manual_seed(2)
+    centres = torch.randn(30, 152, generator=generator) * 3
+    bank = centres[torch.randint(30, (1000,), generator=generator)] + torch.randn(1000, 152, generator=generator)
+    bank = torch.cat([bank, bank + 0.003 * torch.randn(1000, 152, generator=generator)])  # near-ties: twins
+    queries = torch.cat([bank[:50] + 1e-3,  # next to a bank patch
+                         centres[torch.randint(30, (900,), generator=generator)]
+                         + torch.randn(900, 152, generator=generator),
+                         torch.randn(50, 152, generator=generator) * 10])  # far from everything
+    bank, queries = bank * scale + shift, queries * scale + shift
+    expected = torch.cdist(queries.double(), bank.double()).min(dim=1).values.float()
+    scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
+    as_grid = queries.T.reshape(1, 152, len(queries), 1)
+    with torch.inference_mode():
+        bounded = scorer.distances(as_grid, Cores(2)).reshape(-1)
+        dense = scorer._nearest(queries)
+    assert torch.allclose(bounded, expected, rtol=1e-5, atol=1e-5 * scale)
+    # the traced form picks its patch by |b|^2 - 2 q.b, whose float rounding can prefer a twin that is farther by
+    # up to ~1e-7 (|q|^2 + |b|^2); it measures that patch's distance directly
+    rounding = 1e-6 * ((queries * queries).sum(dim=1) + (bank * bank).sum(dim=1).max())
+    assert (dense >= expected * (1 - 1e-6)).all()
+    assert (dense.double() ** 2 <= expected.double() ** 2 + rounding).all()
+    if (scale, shift) == (1.0, 0.0):
+        assert torch.allclose(dense, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cores_run_the_parts_in_order_in_the_callers_inference_mode():
+    cores = Cores(2)
+    assert cores.ranges(10) == [slice(0, 5), slice(5, 10)] and cores.ranges(1) == [slice(0, 1)]
+    assert cores.ranges(7, parts=3) == [slice(0, 2), slice(2, 5), slice(5, 7)]
+    with torch.inference_mode():
+        out = torch.zeros(10)
+
+        def fill(part: slice) -> bool:
+            out[part] += torch.arange(10.0)[part]  # in place on an inference tensor: only inside inference mode
+            return torch.is_inference_mode_enabled() and torch.get_num_threads() == 1
+
+        assert cores.map(fill, cores.ranges(10)) == [True, True]
+    assert torch.equal(out, torch.arange(10.0))
+    assert cores.map(lambda x: x * x, range(5)) == [0, 1, 4, 9, 16]
 
 
 def test_the_pool_and_the_bank_are_bounded_whatever_the_dataset_size():
