@@ -60,6 +60,10 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 2, optimizatio
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
+    # No memory arena: each session's arena keeps its largest activations for its life (two single-threaded
+    # sessions per backbone). Measured on screw, default settings: peak RSS 3,344 MB with the arena, 1,996 MB
+    # without, features 6.9 s and 8.6 s on a busy machine (within its noise).
+    options.enable_cpu_mem_arena = False
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = levels[optimization]
     options.log_severity_level = 3
