@@ -5,6 +5,9 @@ run this module, so the math lives in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import torch
 from torch import nn
@@ -25,6 +28,7 @@ BOUND_START = 48
 PAIRS_UP, PAIRS_DOWN = 30.0, 3.0
 BOUND_SLACK = 1e-5  # of the squared norms: covers float rounding (~1e-7), so the bound never exceeds the distance
 QUERY_CHUNK = 128  # queries per bounded search: its (queries x bank) bound matrix stays near the core's cache
+T = TypeVar("T")
 MATRIX_BUDGET = 2**22  # float32 entries of one query-by-bank matrix in the full product (a GPU, a traced graph)
 
 
@@ -125,8 +129,18 @@ class PatchScorer(nn.Module):
         """(N, h, w) distances -> position-aware patch scores."""
         return (distances - self.loc) / self.spread
 
+    def on_cores(self, step: Callable[[torch.Tensor], T], grids: torch.Tensor, cores: Cores | None) -> list[T]:
+        """``step`` (the post-processing's ``maps``, ``image_scores`` or both) on the grids in one part per core:
+        small products, which torch's own threads slow down on busy cores."""
+        if cores is None or grids.device.type != "cpu":
+            return [step(grids)]
+        return cores.map(lambda part: step(grids[part]), cores.ranges(len(grids)))
+
     def forward(self, features: torch.Tensor, cores: Cores | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.post(self.normalize(self.distances(features, cores)))
+        parts = self.on_cores(self.post, self.normalize(self.distances(features, cores)), cores)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([maps for maps, _ in parts]), torch.cat([scores for _, scores in parts])
 
 
 def _row_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
