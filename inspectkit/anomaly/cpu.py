@@ -11,6 +11,7 @@ from itertools import pairwise
 from typing import TypeVar
 
 import torch
+from threadpoolctl import threadpool_limits
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -18,11 +19,14 @@ R = TypeVar("R")
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Run torch single-threaded inside the block, then restore the thread count."""
+    """Run torch and numpy's BLAS single-threaded inside the block, then restore the thread counts. (OpenBLAS
+    keeps its own threads: called from two workers at once, they fought for the cores, and a coreset that takes
+    1.4 s took 23 s.)"""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)
 

@@ -167,9 +167,7 @@ class PatchCore:
             self.position["note_applied"] = (f"fewer than {MIN_POSITION_IMAGES} held-out good images: plain "
                                              "nearest-neighbour scores")
         grids = torch.from_numpy(scored if scored is not None else raw)
-        post = self.scorer.post
-        with torch.inference_mode():
-            val_scores, val_maps = post.image_scores(grids).numpy(), post.maps(grids).numpy()
+        val_scores, val_maps = self.image_scores(grids), self.maps(grids)
         rate = self.config.false_alarm
         image = false_alarm_threshold(val_scores, rate)
         pixel = false_alarm_threshold(val_maps, rate, normal_tail=False)
@@ -200,12 +198,14 @@ class PatchCore:
     def maps(self, patch_scores: torch.Tensor) -> np.ndarray:
         """(N, h, w) patch scores -> (N, H, W) anomaly maps at the input shape."""
         with torch.inference_mode():
-            return self.scorer.post.maps(patch_scores.to(self.device)).cpu().numpy()
+            parts = self.scorer.on_cores(self.scorer.post.maps, patch_scores.to(self.device), self.cores)
+            return torch.cat(parts).cpu().numpy()
 
     def image_scores(self, patch_scores: torch.Tensor) -> np.ndarray:
         """(N, h, w) patch scores -> (N,) image scores (the maximum of the grid smoothed by ``score_sigma``)."""
         with torch.inference_mode():
-            return self.scorer.post.image_scores(patch_scores.to(self.device)).cpu().numpy()
+            parts = self.scorer.on_cores(self.scorer.post.image_scores, patch_scores.to(self.device), self.cores)
+            return torch.cat(parts).cpu().numpy()
 
     def score_features(self, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Patch features (N, C, h, w) -> image scores (N,) and anomaly maps (N, H, W)."""

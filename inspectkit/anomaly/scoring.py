@@ -5,11 +5,14 @@ run this module, so the math lives in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import torch
 from torch import nn
 
-from .cpu import Cores
+from .cpu import Cores, one_thread
 from .maps import PostProcess
 
 # The exact nearest-neighbour search on a CPU (``_nearest_bounded``): the queries' coordinates on the bank's k
@@ -25,6 +28,7 @@ BOUND_START = 48
 PAIRS_UP, PAIRS_DOWN = 30.0, 3.0
 BOUND_SLACK = 1e-5  # of the squared norms: covers float rounding (~1e-7), so the bound never exceeds the distance
 QUERY_CHUNK = 128  # queries per bounded search: its (queries x bank) bound matrix stays near the core's cache
+T = TypeVar("T")
 MATRIX_BUDGET = 2**22  # float32 entries of one query-by-bank matrix in the full product (a GPU, a traced graph)
 
 
@@ -44,20 +48,11 @@ class PatchScorer(nn.Module):
         self.register_buffer("loc", torch.zeros(grid) if loc is None else torch.as_tensor(loc).float())
         self.register_buffer("spread", torch.ones(grid) if spread is None else torch.as_tensor(spread).float())
         self.post = PostProcess(grid, shape, sigma, score_sigma)
-        # the bound's axes: the bank's leading principal axes; per rung of BOUND_AXES, the bank's coordinates on its
-        # axes (times -2, for one product per chunk) above their squared norms less the slack
-        centre = bank.mean(dim=0)
-        centred = bank - centre
-        _, axes = torch.linalg.eigh((centred.T @ centred).double())  # ascending eigenvalues: the last lead
-        rungs = sorted({min(k, bank.shape[1]) for k in BOUND_AXES})
-        axes = axes.flip(1)[:, :rungs[-1]].float().contiguous()
-        lead = centred @ axes
-        slack = BOUND_SLACK * (self.bank_sq + (centred * centred).sum(dim=1))
+        with one_thread():  # small products: measured, a 152x152 eigh took 1.3 s on torch's 2 threads of busy cores
+            centre, axes, self._bound_rows = _bound_axes(bank, self.bank_sq)
         self.register_buffer("centre", centre)
         self.register_buffer("axes", axes)
-        self._bound_rows = [torch.cat([-2.0 * lead[:, :k].T, ((lead[:, :k] ** 2).sum(dim=1) - slack)[None]])
-                            .contiguous() for k in rungs]  # (k + 1, M) per rung
-        self._rung = max(i for i, k in enumerate(rungs) if k <= BOUND_START or i == 0)
+        self._rung = max(i for i, rows in enumerate(self._bound_rows) if len(rows) - 1 <= BOUND_START or i == 0)
         self._pairs = (PAIRS_UP + PAIRS_DOWN) / 2  # running mean of the candidates left per query
         self.chunk = QUERY_CHUNK
 
@@ -125,8 +120,33 @@ class PatchScorer(nn.Module):
         """(N, h, w) distances -> position-aware patch scores."""
         return (distances - self.loc) / self.spread
 
+    def on_cores(self, step: Callable[[torch.Tensor], T], grids: torch.Tensor, cores: Cores | None) -> list[T]:
+        """``step`` (the post-processing's ``maps``, ``image_scores`` or both) on the grids in one part per core:
+        small products, which torch's own threads slow down on busy cores."""
+        if cores is None or grids.device.type != "cpu":
+            return [step(grids)]
+        return cores.map(lambda part: step(grids[part]), cores.ranges(len(grids)))
+
     def forward(self, features: torch.Tensor, cores: Cores | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.post(self.normalize(self.distances(features, cores)))
+        parts = self.on_cores(self.post, self.normalize(self.distances(features, cores)), cores)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([maps for maps, _ in parts]), torch.cat([scores for _, scores in parts])
+
+
+def _bound_axes(bank: torch.Tensor, bank_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """``(centre, axes, rows)``: the bank's mean, its leading principal axes (C, k) and, per rung of BOUND_AXES,
+    the bank's coordinates on that many axes times -2 above their squared norms less the slack ((k + 1, M))."""
+    centre = bank.mean(dim=0)
+    centred = bank - centre
+    _, axes = torch.linalg.eigh((centred.T @ centred).double())  # ascending eigenvalues: the last lead
+    rungs = sorted({min(k, bank.shape[1]) for k in BOUND_AXES})
+    axes = axes.flip(1)[:, :rungs[-1]].float().contiguous()
+    lead = centred @ axes
+    slack = BOUND_SLACK * (bank_sq + (centred * centred).sum(dim=1))
+    rows = [torch.cat([-2.0 * lead[:, :k].T, ((lead[:, :k] ** 2).sum(dim=1) - slack)[None]]).contiguous()
+            for k in rungs]
+    return centre, axes, rows
 
 
 def _row_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

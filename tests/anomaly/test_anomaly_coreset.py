@@ -38,11 +38,14 @@ def test_pruned_greedy_makes_exactly_the_greedy_choices():
 
 
 def plain_greedy(points: np.ndarray, n: int, start: int) -> np.ndarray:
-    """Gonzalez's greedy k-center as written in the textbook: every point's distance to each new centre."""
-    nearest = np.full(len(points), np.inf)
+    """Gonzalez's greedy k-center as written in the textbook: every point's distance to each new centre, in the
+    sampler's float32 arithmetic (|x|^2 - 2 x.c + |c|^2), so that near-ties fall the same way."""
+    sq_norms = np.einsum("ij,ij->i", points, points)
+    nearest = np.full(len(points), np.inf, dtype=np.float32)
     chosen = [start]
     for _ in range(n - 1):
-        nearest = np.minimum(nearest, ((points - points[chosen[-1]]) ** 2).sum(axis=1))
+        centre = chosen[-1]
+        nearest = np.minimum(nearest, sq_norms - 2.0 * (points @ points[centre]) + sq_norms[centre])
         chosen.append(int(nearest.argmax()))
     return np.array(chosen)
 
@@ -54,7 +57,7 @@ def test_greedy_with_its_principal_axes_bound_picks_what_the_full_scan_picks(dim
     sampler = make_sampler("greedy", projection_dim=dim)  # no projection: the points as they are
     start = int(np.random.default_rng(5).integers(len(points)))
     picked = sampler.select(points, 200, seed=5)
-    expected = plain_greedy(points.astype(np.float64), 200, start)
+    expected = plain_greedy(points, 200, start)
     assert np.array_equal(picked, expected)
     assert sampler.radius == pytest.approx(covering_radius(points, picked), rel=1e-4)
 
