@@ -248,12 +248,13 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
         "baseline": baseline,
         "config": {**config.as_dict(), "weights": weights, "device": str(device), "input_shape": list(shape),
                    "pixel_metrics_resolution": list(shape), "threads": torch.get_num_threads(),
-                   "feature_runtime": feature_runtime},
+                   "feature_runtime": feature_runtime.split(" (")[0]},  # the setting; its graph: feature_graph
         "memory_bank": {"patches_before_coreset": detector.bank_size_before_coreset, "pool_size": detector.pool_size,
                         "coreset_size": len(detector.bank), "feature_dim": int(detector.bank.shape[1]),
                         "grid": list(patch_scores.shape[-2:]),
                         "coreset_radius_of_sampled_points": detector.coreset_radius},
         "position": detector.position,
+        "feature_graph": feature_runtime,  # e.g. "onnxruntime (cache)": run-to-run detail, not a setting
         "timings": timings,
         "detector_file": str(detector_file) if detector_file else None,
         "figures": [str(p) for p in figure_files],

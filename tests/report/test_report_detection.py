@@ -63,6 +63,10 @@ def test_the_method_is_described_from_the_record():
     described = method(record)
     assert described["model"] == "MobileNetV2" and described["depths"] == 2 and described["stride"] == 8
     assert described["scoring"].startswith("the highest patch distance, after smoothing")
+    record["position"] = {"applied": True}  # a position-aware fit says so
+    assert "relative to the held-out good images' distances at that place" in method(record)["scoring"]
+    record["position"] = {"applied": False}
+    assert method(record)["scoring"].startswith("the highest patch distance, after smoothing")
     record["scoring"] = {"description": "the highest distance after removing each position's typical score"}
     record["border"] = "Border patches are scored against border patches only"
     described = method(record)
