@@ -12,8 +12,8 @@ coreset, scoring and metrics (the Gaussian baseline and writing the detector fil
 average before and after is recorded.
 
 Examples:
-    python bench/detector_speed.py --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
-    python bench/detector_speed.py --data-root /path/to/mvtec --category screw --weights mobilenet_v2.pth \
+    python -m bench.detector_speed --data-root /path/to/mvtec --category bottle --weights mobilenet_v2.pth
+    python -m bench.detector_speed --data-root /path/to/mvtec --category screw --weights mobilenet_v2.pth \
         --out /tmp/speed
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from inspectkit.anomaly import PatchCore, PatchCoreConfig
-from inspectkit.anomaly.geometry import input_shape
 from inspectkit.anomaly.pipeline import run_detection
 from inspectkit.anomaly.predict import predict_folder
 from inspectkit.anomaly.runtime import RUNTIMES, FeatureRuntime, check_runtime
@@ -81,7 +77,7 @@ def timed_run(args: argparse.Namespace, config: PatchCoreConfig, out: Path) -> d
     """Check the category and run the detector on it as anomaly.py does (figures off); phases and wall seconds."""
     started = time.perf_counter()
     category = load_category(args.data_root, args.category, progress=False,
-                             prewarm=lambda sizes: input_shape(sizes, config.image_size))
+                             prewarm=config.detector_shape)
     category_s = time.perf_counter() - started
     record, _ = run_detection(category, config, args.weights, out=out, figures=False, progress=False,
                               category_s=category_s, runtime=args.runtime)
