@@ -14,13 +14,14 @@ MB = 2**20
 
 
 def test_peak_memory_sees_a_200_mb_allocation_freed_inside_the_block():
-    before = psutil.Process().memory_info().rss
     with PeakMemory(interval=0.005) as peak:
         block = np.ones(200 * MB, dtype=np.uint8)  # ones, not zeros: every page is touched, so it is resident
+        during = psutil.Process().memory_info().rss  # not "before + 200 MB": the heap may reuse freed pages
         time.sleep(0.1)  # many sampling intervals
         del block
     after = psutil.Process().memory_info().rss
-    assert peak.peak_bytes - before >= 190 * MB
+    assert during - after >= 150 * MB  # the block was resident and was handed back (its own mapping)
+    assert peak.peak_bytes >= during - 1 * MB  # the sampler saw it, though it was gone when the block ended
     assert peak.mb == peak.peak_bytes / MB
     assert peak.peak_bytes - after >= 150 * MB  # the peak is the block's, not what is left after it
 
