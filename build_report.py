@@ -18,8 +18,6 @@ otherwise the one drawn earlier is kept.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 from inspectkit.cli import run, script_parser
@@ -41,7 +39,7 @@ from inspectkit.report import (
     write_atomic,
 )
 from inspectkit.report.inputs import command
-from inspectkit.results import ensure_writable_dir, write_json
+from inspectkit.results import command_line, ensure_writable_dir, write_json
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -83,7 +81,7 @@ def main(args: argparse.Namespace) -> dict:
     rendered = render_report(context, base_url=out_dir)
 
     # before anything is written, so that the commit it records is not marked dirty by this run's own output
-    record = report_provenance(inputs, context, command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    record = report_provenance(inputs, context, command=command_line(args.command),
                                pages=rendered.pages, blank_shares=rendered.blank_shares,
                                word_counts=rendered.word_counts, figure_heights=rendered.figure_heights)
     written = {}

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from inspectkit.attempts import select_attempts
+from inspectkit.checkpoints import checkpoint_path
 from inspectkit.cli import (
     add_data_args,
     add_device_arg,
@@ -35,7 +36,6 @@ from inspectkit.imageio import list_image_files
 from inspectkit.models import resolve_device
 from inspectkit.names import one_line
 from inspectkit.results import check_output_file, ensure_writable_dir, provenance, write_csv, write_json
-from inspectkit.training import checkpoint_path
 
 CLASSIFY_FLAGS = ("attempt", "images", "split", "csv", "device", "out", "demo")  # --demo: its results folder
 EVALUATE_FLAGS = ("attempt", "category", "data_root", "demo", "device", "out")
@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> None:
     best = next(r for r in results if r["attempt"] == evaluation["best_attempt"])
     path = write_json(out / "evaluation.json", {**evaluation, "provenance": provenance(
         seed=best["provenance"]["seed"], weights=best["config"]["weights"], data_root=data_root_of(category),
-        demo=category.demo)})
+        demo=category.demo, command=args.command)})
     for row in evaluation["table"]:
         print(f"attempt {row['attempt']} ({row['name']}): macro-F1 {row['macro_f1']['mean']:.3f} ± "
               f"{row['macro_f1']['std']:.3f}, accuracy {row['accuracy']['mean']:.3f}")

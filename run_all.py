@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import time
 
 from inspectkit.cli import (
@@ -32,10 +31,6 @@ from inspectkit.errors import UserError
 from inspectkit.results import ensure_writable_dir
 from inspectkit.steps import DEMO_ARCH, STEP_FLAGS, STEPS, step_argv, summary_rows
 from inspectkit.synthetic import DEMO_CATEGORY
-
-# train.py and evaluate.py do not pass args.command to provenance() yet, so their results read the command from
-# sys.argv: for them alone, it is set to the step's command while they run. Drop this once they pass it.
-READS_SYS_ARGV = ("train", "evaluate")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -81,16 +76,11 @@ def main(args: argparse.Namespace) -> dict:
         print(f"\n== [{index + 1}/{len(steps)}] python {STEPS[step]}.py {' '.join(argv)}", flush=True)
         t0 = time.perf_counter()
         step_args.command = [f"{STEPS[step]}.py", *argv]  # what its results record as the command that made them
-        saved_argv = sys.argv
-        if step in READS_SYS_ARGV:
-            sys.argv = step_args.command
         try:
             result = module.main(step_args)
         except UserError as exc:  # keep its type, so its exit code (2, or 1 for the page budget) survives
             exc.args = (f"step {step} failed: {exc}",)
             raise
-        finally:
-            sys.argv = saved_argv
         timings[step] = time.perf_counter() - t0
         if step == "report":
             report = result

@@ -77,7 +77,8 @@ def main(args: argparse.Namespace) -> None:
     manifest = make_splits(category, args.splits, args.seed)  # too few images, too many splits
     torch.manual_seed(args.seed)
     weights_info = describe_weights(args.weights)
-    common = {"seed": args.seed, "weights": weights_info, "data_root": data_root_of(category), "demo": category.demo}
+    common = {"seed": args.seed, "weights": weights_info, "data_root": data_root_of(category), "demo": category.demo,
+              "command": args.command}
     write_json(out / f"splits_{category.name}.json", {**manifest, "provenance": provenance(**common)})
 
     cache, banks = DecodeCache(), {}

@@ -101,11 +101,12 @@ def main(args: argparse.Namespace) -> dict:
 
     from inspectkit.anomaly import PatchCore, PatchCoreConfig
     from inspectkit.cache import DecodeCache
+    from inspectkit.checkpoints import checkpoint_path, load_checkpoint
     from inspectkit.data import load_category
-    from inspectkit.evaluation import inference_model, split_probabilities, trunk_outputs
     from inspectkit.gate import region_descriptors, tune_threshold
+    from inspectkit.inference import inference_model, split_probabilities, trunk_outputs
     from inspectkit.results import provenance, read_json, write_json
-    from inspectkit.training import checkpoint_path, load_checkpoint, load_images
+    from inspectkit.tensors import load_images
 
     device = torch.device("cpu")
     results = Path(args.results)

@@ -1,5 +1,6 @@
 """The four defect-type classification attempts as data: every hyper-parameter of each, in one place; and the
-rules that compare attempts: which one is best, and which parts of an earlier attempt a later one reuses.
+rules that compare attempts: which one is best, the comparison table evaluate.py writes, and which parts of an
+earlier attempt a later one reuses.
 
 ``train.py`` copies the chosen ``Attempt`` into ``results/attempt_N.json``; the report reads it from there. This
 module needs no torch, so the report can apply the same rules as training and evaluation.
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TypeVar
 
 from .errors import UserError
+from .metrics import SUMMARY_METRICS, paired_differences
 
 A = TypeVar("A")
 BEST_ATTEMPT_RULE = "highest mean test macro-F1 over splits (ties: lower std)"
@@ -115,6 +117,30 @@ def best_attempt(attempts: Sequence[A], macro_f1: Callable[[A], Mapping] = _test
     the lower std. ``macro_f1`` picks an attempt's ``{"mean", "std"}``; by default ``attempt["test"]["macro_f1"]``,
     as in an attempt_N.json."""
     return max(attempts, key=lambda a: (macro_f1(a)["mean"], -macro_f1(a)["std"]))
+
+
+def compare(results: list[dict]) -> dict:
+    """The comparison table of attempt_N.json records, the best attempt by ``best_attempt``, and paired differences
+    between attempts (evaluation.json's comparison)."""
+    table = [{"attempt": r["attempt"], "name": r["config"]["name"], "what_changed": r["config"]["what_changed"],
+              **{m: {k: r["test"][m][k] for k in ("mean", "std")} for m in SUMMARY_METRICS},
+              "per_class_recall": {c: {k: v[k] for k in ("mean", "std")}
+                                   for c, v in r["test"]["per_class_recall"].items()},
+              "wall_s": r["timing"]["wall_s"], "epochs": r["config"]["epochs"],
+              "image_size": r["config"]["image_size"]} for r in results]
+    best = best_attempt(results)
+    differences = []
+    for i, a in enumerate(results):
+        for b in results[i + 1:]:
+            differences.append({"a": a["attempt"], "b": b["attempt"], **{
+                m: paired_differences(a["test"][m]["values"], b["test"][m]["values"]) for m in SUMMARY_METRICS}})
+    return {"table": table,
+            "best_attempt": best["attempt"],
+            "best": {"attempt": best["attempt"], "name": best["config"]["name"],
+                     "macro_f1": {k: best["test"]["macro_f1"][k] for k in ("mean", "std")},
+                     "rule": BEST_ATTEMPT_RULE},
+            "differences": differences,
+            "differences_note": "b minus a per split on the same splits; mean and sample std of the differences"}
 
 
 def classifier_recipe(config: Mapping) -> tuple:

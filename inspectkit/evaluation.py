@@ -1,81 +1,41 @@
-"""Evaluating the trained attempts: the best-attempt rule, the comparison table, the reproduction check, the best
-attempt's figures, and fast re-scoring of every checkpoint, where each frozen-trunk output is computed once and shared
-by every split and attempt with the same trunk; also the defect type of each image in a folder."""
+"""Evaluating the trained attempts, as evaluate.py runs it: re-score every checkpoint (each frozen-trunk output
+computed once and shared by every split and attempt with the same trunk), check that the re-scored metrics reproduce
+attempt_N.json's, compare the attempts (``attempts.compare``) and draw the best one's figures; also the defect type
+of each image in a folder."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import ctypes
-import hashlib
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
+from .allocator import heap_reuse
 from .anomaly import PatchCore
-from .attempts import BEST_ATTEMPT_RULE, best_attempt, select_attempts
+from .attempts import compare, select_attempts
 from .cache import DecodeCache
-from .classifier import Classifier, fold_batch_norms
+from .checkpoints import checkpoint_path, load_checkpoint, read_attempt_result, retrain_command
 from .data import Category
 from .errors import UserError
 from .figures.training import confusion_matrix_figure, learning_curves_figure, misclassified_gallery
 from .gate import gated_probabilities, score_with_regions
 from .imageio import read_image_folder
-from .metrics import SUMMARY_METRICS, classification_metrics, paired_differences, summarize_splits
-from .models import normalize, state_fingerprint
-from .onnxrt import OnnxModule
+from .inference import ClassifierCache, inference_model, split_probabilities, trunk_fingerprint, trunk_outputs
+from .metrics import SUMMARY_METRICS, classification_metrics, summarize_splits
 from .results import schema_problem, sha256_file
-from .training import (
-    EVAL_BATCH,
-    augment_view,
-    checkpoint_path,
-    classifier_from_checkpoint,
-    load_checkpoint,
-    load_images,
-    read_attempt_result,
-    retrain_command,
-)
+from .tensors import load_images
 
 # Re-scored metrics within this of the attempt_N.json ones count as reproduced (they are ratios of counts, so a
 # real difference is at least 1 / the number of test images).
 REPRODUCTION_TOLERANCE = 1e-9
-# Images per batch through the rest of the network: it is cheap per image, so a larger batch than the trunk's
-# (EVAL_BATCH) spreads its per-call overhead; measured on 2 busy cores, 32 -> 128 cut it by about a third.
-HEAD_BATCH = 128
 GALLERY_SIZE = 160
 GALLERY_MAX = 24
 
-# ---------------------------------------------------------------- comparing attempts
-
-def compare(results: list[dict]) -> dict:
-    """The comparison table, the best attempt by ``best_attempt``, and paired differences between attempts."""
-    table = [{"attempt": r["attempt"], "name": r["config"]["name"], "what_changed": r["config"]["what_changed"],
-              **{m: {k: r["test"][m][k] for k in ("mean", "std")} for m in SUMMARY_METRICS},
-              "per_class_recall": {c: {k: v[k] for k in ("mean", "std")}
-                                   for c, v in r["test"]["per_class_recall"].items()},
-              "wall_s": r["timing"]["wall_s"], "epochs": r["config"]["epochs"],
-              "image_size": r["config"]["image_size"]} for r in results]
-    best = best_attempt(results)
-    differences = []
-    for i, a in enumerate(results):
-        for b in results[i + 1:]:
-            differences.append({"a": a["attempt"], "b": b["attempt"], **{
-                m: paired_differences(a["test"][m]["values"], b["test"][m]["values"]) for m in SUMMARY_METRICS}})
-    return {"table": table,
-            "best_attempt": best["attempt"],
-            "best": {"attempt": best["attempt"], "name": best["config"]["name"],
-                     "macro_f1": {k: best["test"]["macro_f1"][k] for k in ("mean", "std")},
-                     "rule": BEST_ATTEMPT_RULE},
-            "differences": differences,
-            "differences_note": "b minus a per split on the same splits; mean and sample std of the differences"}
-
+# ---------------------------------------------------------------- checking the attempts
 
 def reproduction_check(result: dict, rescored: list[dict]) -> dict:
     """Re-scored test metrics against the attempt_N.json ones: the largest absolute difference over splits per
@@ -101,151 +61,6 @@ def trained_results(out: Path, attempt_choice: str) -> list[dict]:
 
 
 # ---------------------------------------------------------------- fast re-scoring
-
-def trunk_fingerprint(checkpoint: dict) -> str:
-    """sha256 of the architecture and every trunk tensor (name, dtype, shape, bytes) of a checkpoint's model:
-    checkpoints with equal fingerprints compute the same trunk outputs, so they can share them."""
-    trunk = state_fingerprint(checkpoint["model"], "trunk.")
-    return hashlib.sha256(f"{checkpoint['arch']}:{trunk}".encode()).hexdigest()
-
-
-def inference_model(checkpoint: dict, device: torch.device) -> Classifier:
-    """The checkpoint's classifier on ``device`` in eval mode, made faster for inference only: every batch norm
-    that directly follows a convolution folded into it, and the weights in channels-last memory format (together
-    about 2.5x faster on a CPU than the plain model; the outputs agree to float rounding, ~1e-6 relative)."""
-    model = _classifier(checkpoint)
-    fold_batch_norms(model)
-    return model.to(device, memory_format=torch.channels_last).eval()
-
-
-# (arch, every tensor's name, shape and dtype) -> a classifier of that structure, as classifier_from_checkpoint
-# built it; the few structures of one run are kept, so each checkpoint costs a copy, not a build
-_STRUCTURES: dict[tuple, Classifier] = {}
-_MAX_STRUCTURES = 8
-
-
-def _classifier(checkpoint: dict) -> Classifier:
-    """``classifier_from_checkpoint``, built once per model structure and copied after that: building probes the
-    backbone with a 224 px image, 0.2 s on idle cores and up to 2 s on busy ones, for each of twenty checkpoints.
-    The state dict decides everything that matters in eval mode (dropout rates do nothing there)."""
-    structure = (checkpoint["arch"], tuple((k, tuple(v.shape), v.dtype) for k, v in checkpoint["model"].items()))
-    if structure not in _STRUCTURES:
-        if len(_STRUCTURES) >= _MAX_STRUCTURES:
-            _STRUCTURES.pop(next(iter(_STRUCTURES)))
-        _STRUCTURES[structure] = classifier_from_checkpoint(checkpoint)
-        return copy.deepcopy(_STRUCTURES[structure])
-    model = copy.deepcopy(_STRUCTURES[structure])
-    model.load_state_dict(checkpoint["model"], strict=True)
-    return model.eval()
-
-
-class _FromTrunk(nn.Module):
-    """``Classifier.from_trunk`` as a module's forward, so that it can be exported."""
-
-    def __init__(self, model: Classifier) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model.from_trunk(features)
-
-
-def trunk_runner(model: Classifier, device: torch.device,
-                 image_shape: tuple[int, int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """How ``trunk_outputs`` runs the frozen trunk on a uint8 batch of ``image_shape`` (3, H, W): on a CPU, through
-    onnxruntime (its graph cached per trunk weights and input shape, ``onnxrt.OnnxModule``), else
-    ``model.trunk_features``. The same outputs to float rounding (3e-6 on MobileNetV2 at 320 px); on 2 busy cores
-    at 320 px, 16 instead of 38 ms per image."""
-    if device.type == "cpu":
-        example = normalize(torch.zeros((1, *image_shape), dtype=torch.uint8))
-        key = {"module": "Classifier.trunk", "weights": state_fingerprint(model.trunk.state_dict())}
-        run = OnnxModule.load(model.trunk, example, name="trunk", key=key, threads=torch.get_num_threads())
-        if run is not None:
-            return lambda images_uint8: run(normalize(images_uint8))
-    return model.trunk_features
-
-
-def head_runner(model: Classifier, device: torch.device,
-                feature_shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """How ``split_probabilities`` runs the rest of the network on trunk outputs of ``feature_shape`` (C, h, w): on a
-    CPU through onnxruntime (exported into memory, 0.5 s, then about 1.8x faster), else ``model.from_trunk``."""
-    if device.type == "cpu":
-        run = OnnxModule.load(_FromTrunk(model).eval(), torch.zeros((1, *feature_shape)),
-                              threads=torch.get_num_threads())
-        if run is not None:
-            return run
-    return model.from_trunk
-
-
-@torch.no_grad()
-def trunk_outputs(model: Classifier, images_uint8: torch.Tensor, views: int, device: torch.device,
-                  progress: bool = True) -> torch.Tensor:
-    """The frozen trunk's outputs for the first ``views`` test-time views (``augment_view`` without jitter) of
-    uint8 images (N, 3, H, W): float tensor (views, N, C, h, w) on the CPU."""
-    model.eval()
-    run_trunk = trunk_runner(model, device, tuple(images_uint8.shape[1:]))
-    outputs = None  # allocated at the first batch's shape, filled in place: no second copy at the end
-    with tqdm(total=views * len(images_uint8), desc="trunk outputs", unit="img", leave=False,
-              disable=not progress) as bar:
-        for view in range(views):
-            for start in range(0, len(images_uint8), EVAL_BATCH):
-                batch = images_uint8[start:start + EVAL_BATCH]
-                if view:
-                    batch = torch.stack([augment_view(img, view, jitter=None) for img in batch])
-                features = run_trunk(batch.to(device)).cpu()
-                if outputs is None:
-                    outputs = torch.empty((views, len(images_uint8), *features.shape[1:]), dtype=features.dtype)
-                outputs[view, start:start + len(batch)] = features
-                bar.update(len(batch))
-    return outputs
-
-
-@torch.no_grad()
-def split_probabilities(checkpoint: dict, trunk_outputs: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Class probabilities (N, classes) of one checkpoint from its test images' trunk outputs (views, N, C, h, w):
-    the rest of the network per view, softmax, then the mean over views, as ``training.predict`` computes them.
-
-    The one place that turns a checkpoint into test probabilities: a checkpoint that carries more than a
-    classifier (a rule that overrides its decisions) is applied here.
-    """
-    views, n = trunk_outputs.shape[:2]
-    run_head = head_runner(inference_model(checkpoint, device), device, tuple(trunk_outputs.shape[2:]))
-    flat = trunk_outputs.flatten(0, 1)  # every view of every image, so the batches can be larger
-    logits = torch.cat([run_head(flat[i:i + HEAD_BATCH].to(device)).cpu() for i in range(0, len(flat), HEAD_BATCH)])
-    total = 0
-    for view_probs in torch.softmax(logits, 1).view(views, n, -1):
-        total = total + view_probs
-    return total / views
-
-
-# glibc's mallopt parameters, and their defaults
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
-
-
-@contextlib.contextmanager
-def heap_reuse() -> Iterator[None]:
-    """While the block runs, glibc's malloc serves every block from the heap and keeps freed memory there for the
-    next one; after it, the defaults come back and the freed memory is returned. Outside glibc, nothing changes.
-
-    A batch of 32 images at 320 px makes activations of up to 300 MB; by default each is a fresh mapping whose pages
-    the kernel zeroes, layer after layer. Reused instead: trunk outputs 60 -> 38 ms per image on 2 busy cores (a
-    third of the time was page faults), peak memory about the same (1.4 vs 1.5 GB)."""
-    libc = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no mallopt)
-            glibc = ctypes.CDLL(None)
-            glibc.mallopt(_M_MMAP_MAX, 0)
-            glibc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-            libc = glibc
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-            libc.malloc_trim(0)
-
 
 @dataclass
 class _Scored:
@@ -307,6 +122,7 @@ def rescore_attempts(results: list[dict], category: Category, out: Path, device:
     result_names = {r["attempt"]: r["class_names"] for r in results}
     gate_scores: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}  # attempts 3 and 4 share their detectors
     probabilities: dict[tuple[int, int], torch.Tensor] = {}
+    classifiers = ClassifierCache()  # each model structure built once, copied for every checkpoint
     with heap_reuse():  # the trunk's large activations reuse freed pages
         for (_, size), items in groups.items():
             start = time.perf_counter()
@@ -314,7 +130,8 @@ def rescore_attempts(results: list[dict], category: Category, out: Path, device:
             position = {f: i for i, f in enumerate(files)}
             views = max(item.checkpoint["config"].get("test_time_views", 1) for item in items)
             images = load_images(category, files, size, cache, progress)
-            outputs = trunk_outputs(inference_model(items[0].checkpoint, device), images, views, device, progress)
+            outputs = trunk_outputs(inference_model(items[0].checkpoint, device, classifiers), images, views, device,
+                                    progress)
             timing["trunk_s"] += time.perf_counter() - start
             timing["trunk_images"] += views * len(files)
             start = time.perf_counter()
@@ -322,7 +139,7 @@ def rescore_attempts(results: list[dict], category: Category, out: Path, device:
                              disable=not progress):
                 index = torch.tensor([position[f] for f in item.files])
                 item_views = item.checkpoint["config"].get("test_time_views", 1)
-                probs = split_probabilities(item.checkpoint, outputs[:item_views, index], device)
+                probs = split_probabilities(item.checkpoint, outputs[:item_views, index], device, classifiers)
                 if "gate" in item.checkpoint:
                     probs = _apply_saved_gate(item, probs, images[index], out, result_names[item.attempt], gate_scores,
                                               device)
@@ -429,9 +246,10 @@ def predict_folder(out: Path, attempt: int, split: int, folder: str | Path, devi
     cache = cache or DecodeCache()
     size = checkpoint["config"]["image_size"]
     files, tensors, skipped = read_image_folder(folder, lambda f: cache.image_tensor(f, size))
-    outputs = trunk_outputs(inference_model(checkpoint, device), torch.stack(tensors),
+    classifiers = ClassifierCache()  # the classifier is built once for the trunk and the rest of the network
+    outputs = trunk_outputs(inference_model(checkpoint, device, classifiers), torch.stack(tensors),
                             checkpoint["config"].get("test_time_views", 1), device, progress)
-    probs = split_probabilities(checkpoint, outputs, device)
+    probs = split_probabilities(checkpoint, outputs, device, classifiers)
     names = checkpoint["class_names"]
     if "gate" in checkpoint:  # an anomaly-guided attempt: its split's detector decides good vs defect
         gate = checkpoint["gate"]

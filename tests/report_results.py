@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from inspectkit.attempts import ATTEMPTS
-from inspectkit.evaluation import compare
+from inspectkit.attempts import ATTEMPTS, compare
 from inspectkit.metrics import classification_metrics, summarize_splits
 from inspectkit.report import ATTEMPTS as ATTEMPT_NUMBERS
 from inspectkit.results import read_json, write_json

@@ -1,14 +1,16 @@
 """The four attempts as data: each tells the story the issue asks for, and bad choices are user errors; the
-best-attempt and reuse rules; and the module needs no torch."""
+best-attempt rule, the comparison table and the reuse rules; and the module needs no torch."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from report_results import _attempt as attempt_record
 
-from inspectkit.attempts import ATTEMPTS, best_attempt, classifier_recipe, select_attempts, shares_detector
+from inspectkit.attempts import ATTEMPTS, best_attempt, classifier_recipe, compare, select_attempts, shares_detector
 from inspectkit.errors import UserError
 
 
@@ -50,6 +52,21 @@ def test_best_attempt_is_the_highest_mean_and_a_tie_goes_to_the_lower_std():
 def test_best_attempt_reads_the_report_rows_through_a_key():
     rows = [{"number": 1, "macro_f1": {"mean": 0.9, "std": 0.1}}, {"number": 2, "macro_f1": {"mean": 0.9, "std": 0.0}}]
     assert best_attempt(rows, macro_f1=lambda r: r["macro_f1"])["number"] == 2
+
+
+def test_compare_tables_every_attempt_names_the_rules_best_and_pairs_them_by_split():
+    rng = np.random.default_rng(0)
+    results = [attempt_record(n, rng, accuracy) for n, accuracy in ((1, 0.5), (2, 0.9), (3, 0.7))]
+    comparison = compare(results)
+    assert comparison["best_attempt"] == comparison["best"]["attempt"] == best_attempt(results)["attempt"] == 2
+    assert comparison["best"]["macro_f1"]["mean"] == results[1]["test"]["macro_f1"]["mean"]
+    assert [row["attempt"] for row in comparison["table"]] == [1, 2, 3]
+    assert [row["what_changed"] for row in comparison["table"]] == [ATTEMPTS[n].what_changed for n in (1, 2, 3)]
+    assert [(d["a"], d["b"]) for d in comparison["differences"]] == [(1, 2), (1, 3), (2, 3)]
+    first, second = (r["test"]["macro_f1"]["values"] for r in results[:2])
+    paired = comparison["differences"][0]["macro_f1"]
+    assert paired["values"] == pytest.approx([b - a for a, b in zip(first, second, strict=True)])
+    assert paired["b_better_splits"] == 3
 
 
 def _json_config(number, **changes):

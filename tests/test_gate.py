@@ -21,7 +21,7 @@ from inspectkit.gate import (
     region_probabilities,
     tune_threshold,
 )
-from inspectkit.training import load_images
+from inspectkit.tensors import load_images
 
 
 def test_threshold_sits_halfway_across_a_separable_validation_set():

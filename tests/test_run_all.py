@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 import types
 
@@ -11,6 +12,7 @@ import pytest
 from report_results import make_results
 
 import run_all
+from inspectkit.results import read_json
 
 
 def _args(*argv):
@@ -63,15 +65,17 @@ def test_pipeline_runs_every_step_in_order(tmp_path, monkeypatch, capsys):
     summary = run_all.main(_args("--demo", "--out", str(out)))
     assert [c[0] for c in calls] == [m for m in run_all.STEPS.values() if m != "build_report"]
     assert all(command == [f"{name}.py", *argv] for name, argv, command, _ in calls)  # each step's own command
-    # sys.argv is left alone, except for the steps whose provenance still reads it
-    readers = {run_all.STEPS[step] for step in run_all.READS_SYS_ARGV}
-    assert all((argv0 == f"{name}.py") == (name in readers) for name, _, _, argv0 in calls)
+    assert {argv0 for *_, argv0 in calls} == {sys.argv[0]}  # handed over as an argument: sys.argv is left alone
     assert calls[1][1][:2] == ["--attempt", "all"]
     assert summary["report"]["pages"] <= 3
     printed = capsys.readouterr().out
     assert f"report: {out / 'report.pdf'}" in printed
     assert "best: attempt" in printed and "image AUROC" in printed
     assert (out / "report.pdf").is_file()
+    # the real report step records its own command, as a user would type it, not run_all.py's
+    report_args = run_all.step_argv("report", _args("--demo", "--out", str(out)))
+    recorded = read_json(out / "report_provenance.json")["report"]["command"]
+    assert recorded == shlex.join(["build_report.py", *report_args])
 
 
 def test_step_failure_names_the_step(tmp_path, monkeypatch):

@@ -32,10 +32,12 @@ def trained(synthetic_root, tmp_path_factory):
     """All four attempts trained once (64 px, 1 epoch, 2 splits) into a shared results folder."""
     out = tmp_path_factory.mktemp("trained") / "results"
     argv = ["--attempt", "all", "--category", "demo", "--data-root", str(synthetic_root), *FAST, "--out", str(out)]
+    parser = train.get_args_parser()
+    parser.set_defaults(command=["train.py", *argv])  # as run_all.py gives each step its own command
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INSPECTKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        mp.setattr(sys, "argv", ["train.py", *argv])  # as the shell would run it, so provenance records this command
-        run(train.main, train.get_args_parser(), argv)
+        mp.setattr(sys, "argv", ["elsewhere.py", "--not", "this"])  # provenance must not read the process's argv
+        run(train.main, parser, argv)
     return out
 
 
@@ -82,6 +84,7 @@ def test_every_attempt_writes_the_full_json(trained):
         prov = data["provenance"]
         assert prov["demo_data"] is False and prov["weights"]["spec"] == "none" and prov["seed"] == 0
         assert prov["command"].startswith("train.py --attempt all --category demo --data-root ")
+    assert manifest["provenance"]["command"].startswith("train.py --attempt all ")
 
 
 def test_evaluate_reproduces_train_metrics_from_the_checkpoints(trained, synthetic_root, capsys):
