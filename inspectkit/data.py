@@ -2,28 +2,25 @@
 
 Class names come from the folders: ``train/good``, ``test/<class>``, ``ground_truth/<defect>/<stem>_mask.<ext>``.
 Recoverable problems (a corrupt file, a missing mask) are collected in ``Category.problems``; structural
-ones (no ``train/good``, no test images) raise ``UserError``.
+ones (no ``train/good``, no test images) raise ``UserError``. Decoding each file to check it is ``filecheck``'s job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from .cache import DecodeCache, Size, cache_root
+from .cache import Size
 from .errors import UserError
-from .imageio import IMAGE_SUFFIXES, BadImage, list_image_files, open_image
-from .results import UnwritablePath, atomic_write
+from .filecheck import CheckMemo, PrewarmStore, check_files, native_sizes, needs_decode
+from .imageio import IMAGE_SUFFIXES, list_image_files
 
 __all__ = ["IMAGE_SUFFIXES"]  # re-exported: scripts import the suffix list from here
 DATA_ROOT_ENV = "MVTEC_ROOT"
@@ -227,152 +224,6 @@ def scan_category(name: str, folder: Path) -> Category:
     return category
 
 
-class _CheckMemo:
-    """What decoding a file told us last time, keyed by path, size and mtime, so a re-run skips the decode.
-
-    Stored as one JSON file in the cache folder. A store of another version or shape (``null``, a number, garbage)
-    is discarded and rebuilt; entries of the wrong shape are ignored; a failure of the file system (permission
-    denied) is never stored, so the next run tries the file again.
-    """
-
-    VERSION = 2  # bump when what a check records changes
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.path = cache_root() / "checked_files.json"
-        self.enabled = enabled
-        self.entries: dict[str, dict] = {}
-        self.dirty = False
-        if enabled:
-            self.entries = self._read(self.path)
-
-    @classmethod
-    def _read(cls, path: Path) -> dict[str, dict]:
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(stored, dict) or stored.get("version") != cls.VERSION:
-            return {}
-        entries = stored.get("entries")
-        if not isinstance(entries, dict):
-            return {}
-        return {k: v for k, v in entries.items() if isinstance(v, dict)}
-
-    @staticmethod
-    def key(path: Path) -> str:
-        stat = path.stat()
-        return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-
-    def get(self, path: Path, fields: tuple[str, ...]) -> dict | None:
-        """The stored record if it has an error or all of ``fields`` with the right types, else None."""
-        if not self.enabled:
-            return None
-        record = self.entries.get(self.key(path))
-        if record is None:
-            return None
-        if isinstance(record.get("error"), str):
-            return record
-        return record if all(isinstance(record.get(f), _FIELD_TYPES[f]) for f in fields) else None
-
-    def put(self, path: Path, record: dict) -> dict:
-        if self.enabled:
-            self.entries[self.key(path)] = record
-            self.dirty = True
-        return record
-
-    def save(self) -> None:
-        if not (self.enabled and self.dirty):
-            return
-        with contextlib.suppress(UnwritablePath):  # the memo only saves time: never fail the run
-            atomic_write(self.path, json.dumps({"version": self.VERSION, "entries": self.entries}))
-
-
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"width": int, "height": int, "mode": str,
-                                                    "fraction": (int, float), "binary": bool, "levels": int}
-_IMAGE_FIELDS = ("width", "height", "mode")
-_MASK_FIELDS = ("width", "height", "fraction", "binary", "levels")
-
-
-class _Prewarm:
-    """Where the check stores what it decoded, resized to the model's input size: the decode cache's disk entries."""
-
-    def __init__(self, request: Prewarm, category: Category, memo: _CheckMemo) -> None:
-        self.cache = DecodeCache(memory=False)
-        self.size = request(_train_sizes(category, memo)) if callable(request) else request
-
-    def store(self, path: Path, decoded: Image.Image, kind: str) -> None:
-        with contextlib.suppress(OSError):  # the stored copy only saves time: never fail the check
-            self.cache.prewarm(path, decoded, self.size, kind)
-
-
-def _train_sizes(category: Category, memo: _CheckMemo) -> list[tuple[int, int]]:
-    """Native (width, height) of the training images, from the memo or the file header (nothing is decoded)."""
-    sizes = []
-    for sample in category.split_samples("train"):
-        with contextlib.suppress(OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            record = memo.get(sample.path, _IMAGE_FIELDS)
-            if record is None:
-                with Image.open(sample.path) as img:
-                    sizes.append(img.size)
-            elif "error" not in record:
-                sizes.append((record["width"], record["height"]))
-    return sizes
-
-
-def _check_image(path: Path, memo: _CheckMemo, prewarm: _Prewarm | None) -> dict:
-    if (record := memo.get(path, _IMAGE_FIELDS)) is not None:
-        return record
-    try:
-        img = open_image(path)
-    except BadImage as exc:
-        return {"error": exc.reason} if exc.transient else memo.put(path, {"error": exc.reason})
-    if prewarm is not None:
-        prewarm.store(path, img, "rgb")
-    return memo.put(path, {"width": img.width, "height": img.height, "mode": img.info["source_mode"]})
-
-
-def _check_mask_file(path: Path, memo: _CheckMemo, prewarm: _Prewarm | None) -> dict:
-    if (record := memo.get(path, _MASK_FIELDS)) is not None:
-        return record
-    try:
-        grey = open_image(path).convert("L")
-    except BadImage as exc:
-        return {"error": exc.reason} if exc.transient else memo.put(path, {"error": exc.reason})
-    if prewarm is not None:
-        prewarm.store(path, grey, "mask")
-    mask = np.asarray(grey)
-    values = set(np.unique(mask).tolist())
-    return memo.put(path, {"width": mask.shape[1], "height": mask.shape[0], "fraction": float((mask > 0).mean()),
-                           "binary": values <= {0, 255} or values <= {0, 1}, "levels": len(values)})
-
-
-def _unreadable(exc: OSError) -> dict:
-    """The record of a file whose memo key could not be made: it vanished, or its folder is not searchable."""
-    return {"error": f"cannot read ({exc.strerror or exc})"}
-
-
-def _check_sample(sample: Sample, memo: _CheckMemo, prewarm: _Prewarm | None) -> tuple[dict, dict | None]:
-    """The records of a sample's image and (when the image is usable) its mask; runs in a worker thread."""
-    try:
-        image = _check_image(sample.path, memo, prewarm)
-    except OSError as exc:
-        image = _unreadable(exc)
-    if sample.mask_path is None or "error" in image:
-        return image, None
-    try:
-        return image, _check_mask_file(sample.mask_path, memo, prewarm)
-    except OSError as exc:
-        return image, _unreadable(exc)
-
-
-def _needs_decode(sample: Sample, memo: _CheckMemo) -> bool:
-    try:
-        return (memo.get(sample.path, _IMAGE_FIELDS) is None
-                or (sample.mask_path is not None and memo.get(sample.mask_path, _MASK_FIELDS) is None))
-    except OSError:
-        return False  # the check reports it without decoding
-
-
 def validate_category(category: Category, progress: bool = True, memo: bool = True,
                       prewarm: Prewarm | None = None) -> Category:
     """Decode every image and mask; drop undecodable images and bad masks, recording each problem.
@@ -383,14 +234,14 @@ def validate_category(category: Category, progress: bool = True, memo: bool = Tr
     check decodes is also resized and stored in the decode cache, so the model's first read decodes nothing.
     Files are decoded on all cores.
     """
-    checks = _CheckMemo(enabled=memo)
+    checks = CheckMemo(enabled=memo)
     warm = None
-    if prewarm is not None and any(_needs_decode(s, checks) for s in category.samples):
+    if prewarm is not None and any(needs_decode(s.path, s.mask_path, checks) for s in category.samples):
         with contextlib.suppress(ValueError):  # no readable training header: the model decodes on its own
-            warm = _Prewarm(prewarm, category, checks)
+            warm = _prewarm_store(prewarm, category, checks)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)  # Pillow decodes without holding the GIL
     try:
-        records = list(tqdm(pool.map(lambda s: _check_sample(s, checks, warm), category.samples),
+        records = list(tqdm(pool.map(lambda s: check_files(s.path, s.mask_path, checks, warm), category.samples),
                             total=len(category.samples), desc=f"checking {category.name}", unit="img",
                             disable=not progress, leave=False))
     finally:  # on Ctrl-C (or an error) stop at once, not after the files still queued
@@ -418,15 +269,23 @@ def validate_category(category: Category, progress: bool = True, memo: bool = Tr
     return category
 
 
+def _prewarm_store(request: Prewarm, category: Category, memo: CheckMemo) -> PrewarmStore:
+    """The store for ``validate_category``'s ``prewarm``: a size, or the size a rule picks from the native sizes of
+    the training images."""
+    if callable(request):
+        return PrewarmStore(request(native_sizes([s.path for s in category.split_samples("train")], memo)))
+    return PrewarmStore(request)
+
+
 def _check_mask(category: Category, sample: Sample, image_size: tuple[int, int], record: dict) -> Sample:
     mask_path = sample.mask_path
     if "error" in record:
         category.add_problem(mask_path, f"mask: {record['error']}; image kept without mask")
-        return Sample(sample.path, sample.split, sample.label, None)
+        return replace(sample, mask_path=None)
     if (record["width"], record["height"]) != image_size:
         category.add_problem(mask_path, f"mask is {record['width']}x{record['height']} but its image is "
                                         f"{image_size[0]}x{image_size[1]}; image kept without mask")
-        return Sample(sample.path, sample.split, sample.label, None)
+        return replace(sample, mask_path=None)
     if not record["binary"]:
         category.add_problem(mask_path, f"mask is not binary ({record['levels']} grey levels); "
                                         "pixels > 0 count as defect")

@@ -36,7 +36,7 @@ def count_decodes(monkeypatch):
     from pathlib import Path
 
     import inspectkit.cache
-    import inspectkit.data
+    import inspectkit.filecheck
     import inspectkit.imageio
 
     counts: Counter = Counter()
@@ -46,6 +46,6 @@ def count_decodes(monkeypatch):
         counts[Path(path)] += 1
         return real(path)
 
-    for module in (inspectkit.data, inspectkit.cache, inspectkit.imageio):
+    for module in (inspectkit.filecheck, inspectkit.cache, inspectkit.imageio):
         monkeypatch.setattr(module, "open_image", counting)
     return counts

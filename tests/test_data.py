@@ -188,12 +188,12 @@ def test_a_damaged_check_memo_is_discarded_and_rebuilt(editable_root, stored):
 
 def test_check_memo_entries_of_the_wrong_shape_are_checked_again(editable_root):
     from inspectkit.cache import cache_root
-    from inspectkit.data import _CheckMemo
+    from inspectkit.filecheck import CheckMemo
 
     load_category(editable_root, "demo", progress=False)
     memo = cache_root() / "checked_files.json"
     stored = json.loads(memo.read_text())
-    key = _CheckMemo.key(editable_root / "demo/train/good/000.png")
+    key = CheckMemo.key(editable_root / "demo/train/good/000.png")
     stored["entries"][key] = {"width": "wide", "height": None}
     memo.write_text(json.dumps(stored))
     category = load_category(editable_root, "demo", progress=False)

@@ -10,7 +10,7 @@ import torch
 from helpers import interrupt_on_call, run_script
 
 import anomaly
-from inspectkit import data as data_module
+from inspectkit import filecheck
 from inspectkit.anomaly import features as features_module
 from inspectkit.cli import run
 
@@ -27,7 +27,7 @@ def test_an_interrupted_run_writes_nothing_and_the_next_run_works(phase, synthet
     argv = ["--data-root", str(synthetic_root), *FAST, "--runtime", runtime, "--out", str(out)]
     if phase == "decoding":
         # a cold run decodes each file once, in the data check, which stores it at the detector's input shape
-        monkeypatch.setattr(data_module, "open_image", interrupt_on_call(5, data_module.open_image))
+        monkeypatch.setattr(filecheck, "open_image", interrupt_on_call(5, filecheck.open_image))
     elif runtime == "onnxruntime":  # raised inside a worker thread's session run, in the second batch of the fit
         run_session = onnxruntime.InferenceSession.run
         monkeypatch.setattr(onnxruntime.InferenceSession, "run", interrupt_on_call(3, run_session))
