@@ -1,10 +1,11 @@
 """The package's shape, read from its source with ``ast`` (nothing is imported): no import cycle between inspectkit's
-modules, imports inside functions and relative imports included; and no module over 400 lines unless its docstring
-says why (the docstring mentions "400 lines")."""
+modules, imports inside functions and relative imports included; no module over 400 lines unless its docstring
+says why (the docstring mentions "400 lines"); and ARCHITECTURE.md's table names every module, and only those."""
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -170,3 +171,32 @@ def test_every_module_has_a_docstring_and_is_short_or_says_why(name):
     assert lines <= MAX_LINES or LONG_MODULE_MARKER in docstring, (
         f"{path.relative_to(ROOT.parent)} has {lines} lines (> {MAX_LINES}); split it by concern, or say in its "
         f"docstring why it is one module (mention \"{LONG_MODULE_MARKER}\")")
+
+
+def modules_in_map(text: str) -> set[str]:
+    """The module files ARCHITECTURE.md's table rows name, relative to the package: each row's first cell, where a
+    bare ``x.py`` after ``dir/y.py`` is ``dir/x.py``."""
+    named = set()
+    for line in text.splitlines():
+        if not line.startswith("| `"):
+            continue
+        folder = ""
+        for token in re.findall(r"`([^`]+\.py)`", line.split("|")[1]):
+            if "/" in token:
+                folder = token.rpartition("/")[0] + "/"
+                named.add(token.removeprefix(f"{PACKAGE}/"))
+            else:
+                named.add(folder + token)
+    return named
+
+
+def test_the_map_cell_parser_reads_folders_and_bare_names():
+    table = "| `export/yolo.py`, `coco.py` | writers |\n| `cli.py` | flags `x.py` |\nnot a row `a.py`"
+    assert modules_in_map(table) == {"export/yolo.py", "export/coco.py", "cli.py"}
+
+
+def test_the_architecture_map_names_every_module():
+    on_disk = {path.relative_to(ROOT).as_posix() for path in module_files().values()}
+    in_map = modules_in_map((ROOT.parent / "ARCHITECTURE.md").read_text(encoding="utf-8"))
+    assert sorted(on_disk - in_map) == [], "modules missing from ARCHITECTURE.md"
+    assert sorted(in_map - on_disk) == [], "ARCHITECTURE.md names modules that do not exist"
