@@ -1,6 +1,8 @@
 """How the detector's score should depend on the position in the frame: one fit per category and seed, then every
 scoring candidate on the same features (plain nearest neighbour, the Gaussian baseline, the border ring left out,
-per-cell normalisation with and without shrinkage and with a full or partial spread, fusion with the Gaussian).
+per-cell normalisation with and without shrinkage and with a full or partial spread, fusion with the Gaussian),
+each with the features whitened (whitening.py) at every power of --whiten: one backbone pass feeds one detector per
+power.
 Real categories (--data-root) and synthetic kinds (object, texture, thin frame, crops whose edges move, wide,
 mixed sizes, grey). Writes results/anomaly_position.json and prints image / pixel AUROC per candidate, the mean
 over seeds, and where the held-out good images peak.
@@ -17,6 +19,7 @@ import argparse
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,31 +50,37 @@ SYNTHETIC = {  # name -> make_category arguments
 BORDER_CELLS = 3
 
 
-def raw_grids(category, config: PatchCoreConfig, weights: str) -> dict:
-    """Nearest-neighbour and Gaussian patch grids of the held-out good images and of the test images."""
+def raw_grids(category, config: PatchCoreConfig, weights: str, powers: list[float]) -> dict:
+    """Nearest-neighbour patch grids (one per whitening power) and Gaussian patch grids of the held-out good images
+    and of the test images."""
     test = check_test_set(category)
     good = category.split_samples("train")
     train, validation = split_validation(good, config.validation_share, config.seed)
-    detector = PatchCore.build(config, weights)
+    detectors = {power: PatchCore.build(replace(config, whiten=power), weights) for power in powers}
+    first = detectors[powers[0]]
     shape = config.detector_shape(train_sizes(category, good))
     gaussian = GaussianBaseline(shape)
     cache = DecodeCache(memory=False)
-    detector.begin_fit(len(train), shape)
+    for detector in detectors.values():
+        detector.begin_fit(len(train), shape)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for batch in decode_batches(cache, train, shape, config.batch_size, pool):
-            features = detector.extract(batch)
-            detector.add_good(features)
+            features = first.extract(batch)
+            for detector in detectors.values():
+                detector.add_good(features)
             gaussian.update(features)
-        detector.finish_fit()
+        for detector in detectors.values():
+            detector.finish_fit()
         gaussian.finish()
 
         def grids(samples):
-            nn, gauss = [], []
+            nn, gauss = {power: [] for power in powers}, []
             for batch in decode_batches(cache, samples, shape, config.batch_size, pool):
-                features = detector.extract(batch)
-                nn.append(detector.patch_scores(features))
+                features = first.extract(batch)
+                for power, detector in detectors.items():
+                    nn[power].append(detector.patch_scores(features))
                 gauss.append(gaussian.patch_scores(features))
-            return torch.cat(nn).numpy(), torch.cat(gauss).numpy()
+            return {power: torch.cat(parts).numpy() for power, parts in nn.items()}, torch.cat(gauss).numpy()
 
         val_nn, val_gauss = grids(validation)
         test_nn, test_gauss = grids(test)
@@ -94,22 +103,28 @@ def _shrunk(val: np.ndarray, test: np.ndarray, power: float) -> np.ndarray:
 
 def candidates(g: dict) -> dict[str, tuple[np.ndarray, bool]]:
     """name -> (test patch-score grids, whether the image score leaves the border ring out)."""
-    vn, tn, vg, tg = g["val_nn"], g["test_nn"], g["val_gauss"], g["test_gauss"]
-    return {
-        "nearest neighbour (before)": (tn, False),
-        "Gaussian baseline": (tg, False),
-        f"nearest neighbour, image score without the {BORDER_CELLS}-cell border": (tn, True),
-        "per-cell z, no shrinkage": (_cell_z(vn, tn), False),
-        "per-cell location only (p = 0)": (_shrunk(vn, tn, 0.0), False),
-        "per-cell, shrunk, half spread (p = 0.5; default)": (_shrunk(vn, tn, 0.5), False),
-        "per-cell, shrunk, full spread (p = 1)": (_shrunk(vn, tn, 1.0), False),
-        "fusion: per-cell z of nearest neighbour + of Gaussian": (_shrunk(vn, tn, 1.0) + _shrunk(vg, tg, 1.0), False),
-    }
+    vg, tg = g["val_gauss"], g["test_gauss"]
+    out = {"Gaussian baseline": (tg, False)}
+    for power in g["val_nn"]:
+        vn, tn = g["val_nn"][power], g["test_nn"][power]
+        features = "" if power == 0 else f"whitened {power:g}: "
+        out.update({
+            f"{features}nearest neighbour": (tn, False),
+            f"{features}nearest neighbour, image score without the {BORDER_CELLS}-cell border": (tn, True),
+            f"{features}per-cell z, no shrinkage": (_cell_z(vn, tn), False),
+            f"{features}per-cell location only (p = 0)": (_shrunk(vn, tn, 0.0), False),
+            f"{features}per-cell, shrunk, half spread (p = 0.5)": (_shrunk(vn, tn, 0.5), False),
+            f"{features}per-cell, shrunk, full spread (p = 1)": (_shrunk(vn, tn, 1.0), False),
+            f"{features}fusion: per-cell z of nearest neighbour + of Gaussian": (
+                _shrunk(vn, tn, 1.0) + _shrunk(vg, tg, 1.0), False),
+        })
+    return out
 
 
 def measure(g: dict, config: PatchCoreConfig) -> dict[str, dict]:
-    post = PostProcess(g["test_nn"].shape[1:], g["shape"], config.sigma, config.score_sigma)
-    h, w = g["test_nn"].shape[1:]
+    grid = g["val_gauss"].shape[1:]
+    post = PostProcess(grid, g["shape"], config.sigma, config.score_sigma)
+    h, w = grid
     inner = np.zeros((h, w), bool)
     inner[BORDER_CELLS:h - BORDER_CELLS, BORDER_CELLS:w - BORDER_CELLS] = True
     rows = {}
@@ -126,8 +141,9 @@ def measure(g: dict, config: PatchCoreConfig) -> dict[str, dict]:
                 keep = g["has_mask"]
                 pixel = PixelCurves.measure(g["masks"][keep], post.maps(t[torch.from_numpy(keep)]).numpy()).auroc()
             rows[name] = {"image_auroc": image_auroc(g["labels"], scores), "pixel_auroc": pixel}
-    rows["_diagnostic"] = {"outer_ring_share_val_nn": outer_ring_share(g["val_nn"]),
-                           "outer_ring_share_val_default": outer_ring_share(_shrunk(g["val_nn"], g["val_nn"], 0.5))}
+    plain = g["val_nn"][min(g["val_nn"])]
+    rows["_diagnostic"] = {"outer_ring_share_val_nn": outer_ring_share(plain),
+                           "outer_ring_share_val_default": outer_ring_share(_shrunk(plain, plain, 0.5))}
     return rows
 
 
@@ -139,6 +155,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="imagenet", help="imagenet, none or a mobilenet_v2 state_dict file")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="seeds of the validation split, the patch pool and the coreset")
+    parser.add_argument("--whiten", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+                        help="whitening powers to compare (0: plain Euclidean features)")
     parser.add_argument("--no-synthetic", action="store_true", help="real categories only")
     parser.add_argument("--out", default="results", help="folder for anomaly_position.json")
     return parser
@@ -156,7 +174,7 @@ def main(args: argparse.Namespace) -> dict:
         for category in categories:
             for seed in args.seeds:
                 config = PatchCoreConfig(seed=seed)
-                measured = measure(raw_grids(category, config, args.weights), config)
+                measured = measure(raw_grids(category, config, args.weights, sorted(set(args.whiten))), config)
                 diagnostic = measured.pop("_diagnostic")
                 for name, metrics in measured.items():
                     rows.append({"category": category.name, "seed": seed, "candidate": name, **metrics})

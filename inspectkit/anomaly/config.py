@@ -17,6 +17,7 @@ from .geometry import input_shape
 from .maps import DEFAULT_SCORE_SIGMA, DEFAULT_SIGMA
 from .position import DEFAULT_SCALE_POWER
 from .threshold import DEFAULT_FALSE_ALARM, DEFAULT_VALIDATION_SHARE
+from .whitening import DEFAULT_WHITEN
 
 MIN_IMAGE_SIZE = 32
 PAD_MULTIPLE = 16  # the deepest stage's stride: a margin of whole cells of every stage
@@ -47,6 +48,7 @@ class PatchCoreConfig:
     false_alarm: float = DEFAULT_FALSE_ALARM
     position_norm: str = "cell"  # "cell": scores against the held-out good images' per-position scores; "none"
     scale_power: float = DEFAULT_SCALE_POWER
+    whiten: float = DEFAULT_WHITEN  # power of the feature whitening (whitening.py): 0 Euclidean, 1 Mahalanobis
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers) or default_layers(self.arch)  # a UserError for a backbone without them
@@ -69,6 +71,8 @@ class PatchCoreConfig:
         if self.position_norm == "none" and self.scale_power != DEFAULT_SCALE_POWER:
             raise UserError("--scale-power does nothing with --position-norm none (plain nearest-neighbour scores); "
                             "drop one of them")
+        if not 0 <= self.whiten <= 1:
+            raise UserError(f"--whiten must be in [0, 1] (0: Euclidean distance, 1: Mahalanobis); got {self.whiten}")
         if not 0 <= self.scale_power <= 1:
             raise UserError(f"--scale-power must be in [0, 1] (0: location only, 1: full standardisation); got "
                             f"{self.scale_power}")

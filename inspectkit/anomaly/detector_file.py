@@ -58,7 +58,25 @@ def state_problem(state: dict) -> str | None:
         built = PatchCoreConfig(**config)
     except (UserError, TypeError, ValueError) as exc:
         return f"its config cannot be used: {str(exc)[:100]}"
-    return _parts_problem(built, state["extractor"], bank, tuple(shape)) or _position_problem(state, built)
+    return (_parts_problem(built, state["extractor"], bank, tuple(shape)) or _position_problem(state, built)
+            or _whitening_problem(state, built, bank.shape[1]))
+
+
+def _whitening_problem(state: dict, config: PatchCoreConfig, width: int) -> str | None:
+    """Whether the whitening is there exactly when the config asks for it, as a finite mean (C,) and transform
+    (C, C) of the features' width."""
+    whitening = state.get("whitening")
+    if config.whiten == 0:
+        return None if whitening is None else "a whitening, but its config has whiten 0"
+    if not isinstance(whitening, dict):
+        return f"no whitening, but its config has whiten {config.whiten}"
+    for name, shape in (("mean", [width]), ("transform", [width, width])):
+        value = whitening.get(name)
+        if not isinstance(value, torch.Tensor) or list(value.shape) != shape or not value.is_floating_point():
+            return f"whitening '{name}' is not a float tensor of {'x'.join(map(str, shape))}"
+        if not torch.isfinite(value).all():
+            return f"whitening '{name}' holds NaN or infinity"
+    return None
 
 
 def _position_problem(state: dict, config: PatchCoreConfig) -> str | None:

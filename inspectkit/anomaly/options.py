@@ -46,6 +46,10 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     group.add_argument("--scale-power", type=float, default=PatchCoreConfig.scale_power,
                        help="with --position-norm cell: how far each position's own spread divides its score, "
                             "0 (none: location only) to 1 (full standardisation)")
+    group.add_argument("--whiten", type=float, default=PatchCoreConfig.whiten,
+                       help="whitening of the features before the nearest-neighbour search, learnt from the good "
+                            "patches: 0 plain Euclidean distance, 1 Mahalanobis, 0.5 halfway (each principal "
+                            "direction scaled by the square root of its spread)")
     group.add_argument("--sigma", type=float, default=PatchCoreConfig.sigma,
                        help="Gaussian smoothing of the anomaly map, in pixels")
     group.add_argument("--batch-size", type=int, default=PatchCoreConfig.batch_size, help="images per forward pass")
@@ -106,7 +110,8 @@ def config_from_args(args: argparse.Namespace) -> PatchCoreConfig:
                              coreset_ratio=args.coreset_ratio, max_bank=args.max_bank, sampler=args.sampler,
                              sigma=args.sigma, score_sigma=args.score_sigma, batch_size=args.batch_size,
                              seed=args.seed, validation_share=args.validation_share, false_alarm=args.false_alarm,
-                             position_norm=args.position_norm, scale_power=args.scale_power)
+                             position_norm=args.position_norm, scale_power=args.scale_power,
+                             whiten=args.whiten)
     if config.validation_share == 0:
         raise bad_validation_share(config.validation_share)
     return config

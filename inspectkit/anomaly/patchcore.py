@@ -28,10 +28,12 @@ from .position import border_diagnostic, leave_one_out, position_statistics
 from .runtime import FeatureRuntime
 from .scoring import PatchScorer
 from .threshold import false_alarm_threshold, normalized_scores, split_validation
+from .whitening import apply as whiten
+from .whitening import whitening
 
 FILE_FORMAT = "inspectkit-patchcore"
-FILE_VERSION = 4  # 4: position-aware scoring; 3: thresholds from a good-only validation share
-OLD_VERSIONS = (3,)  # read with the scoring they were fitted with (plain nearest neighbour)
+FILE_VERSION = 5  # 5: whitened features; 4: position-aware scoring; 3: thresholds from a good-only validation share
+OLD_VERSIONS = (3, 4)  # read with the scoring they were fitted with (no whitening; version 3 plain nearest neighbour)
 MIN_POSITION_IMAGES = 3  # held-out good images needed to learn position statistics (leave-one-out keeps 2)
 OVERSAMPLE = 10  # the pool holds this many good patches per coreset point (what the sampler picks from)
 
@@ -57,6 +59,7 @@ class PatchCore:
         self.bank_size_before_coreset: int | None = None
         self.pool_size: int | None = None
         self.coreset_radius: float | None = None
+        self.whitening: tuple[torch.Tensor, torch.Tensor] | None = None  # (mean, transform); None: Euclidean
         # set from the good-only validation share (threshold.py); None until then
         self.image_threshold: float | None = None
         self.pixel_threshold: float | None = None
@@ -113,11 +116,16 @@ class PatchCore:
         self._seen += len(patches)
 
     def finish_fit(self, progress: bool = False) -> PatchCore:
-        """Pick the coreset from the pool; it becomes the memory bank."""
+        """Learn the whitening from the pool and pick the coreset from the whitened pool; it becomes the memory
+        bank."""
         if self._seen != self.bank_size_before_coreset:
             raise RuntimeError(f"begin_fit announced {self.bank_size_before_coreset} patches, got {self._seen}")
-        pool = torch.cat(self._pool)
+        pool = torch.cat(self._pool).float()
         self._pool = []
+        self.whitening = None
+        if self.config.whiten > 0:
+            self.whitening = whitening(pool, self.config.whiten)
+            pool = whiten(pool, *self.whitening)
         sampler = make_sampler(self.config.sampler, self.config.projection_dim, progress=progress)
         chosen = np.sort(sampler.select(pool.numpy(), min(self._n_bank, len(pool)), seed=self.config.seed))
         self.bank = pool[torch.from_numpy(chosen)].clone()
@@ -127,8 +135,9 @@ class PatchCore:
 
     def _set_scorer(self, loc: torch.Tensor | None = None, spread: torch.Tensor | None = None) -> None:
         grid = (self.input_shape[0] // self.config.stride, self.input_shape[1] // self.config.stride)
+        mean, transform = self.whitening if self.whitening is not None else (None, None)
         self.scorer = PatchScorer(self.bank, grid, self.input_shape, self.config.sigma, self.config.score_sigma,
-                                  loc, spread).to(self.device)
+                                  loc, spread, mean, transform).to(self.device)
 
     def fit(self, good_images: torch.Tensor, progress: bool = False,
             on_features: Callable[[torch.Tensor], None] | None = None) -> PatchCore:
@@ -235,6 +244,7 @@ class PatchCore:
             "weights": self.weights,
             "extractor": {k: v.cpu() for k, v in self.extractor.state_dict().items()},
             "bank": self.bank,
+            "whitening": None if self.whitening is None else dict(zip(("mean", "transform"), self.whitening)),
             "bank_size_before_coreset": self.bank_size_before_coreset,
             "coreset_radius": self.coreset_radius,
             "image_threshold": self.image_threshold,
@@ -259,8 +269,11 @@ class PatchCore:
         if not isinstance(state, dict) or state.get("format") != FILE_FORMAT:
             raise UserError(f"{path} is not an inspectkit PatchCore detector file; pass a file written by anomaly.py")
         version = state.get("version")
-        if version in OLD_VERSIONS:  # fitted with plain nearest-neighbour scoring: it keeps it
-            state = {**state, "config": {**state.get("config", {}), "position_norm": "none"}, "position": None}
+        if version in OLD_VERSIONS:  # fitted without whitening (version 3: plain nearest neighbour): it keeps that
+            config = {**state.get("config", {}), "whiten": 0.0}
+            state = {**state, "config": config, "whitening": None}
+            if version == 3:
+                state = {**state, "config": {**config, "position_norm": "none"}, "position": None}
         elif version != FILE_VERSION:
             raise UserError(f"{path} is a version {state.get('version')} detector file; this inspectkit reads "
                             f"version {FILE_VERSION}: {remake}")
@@ -277,6 +290,8 @@ class PatchCore:
         detector = cls(extractor, config, state["weights"], device, runtime)
         detector.input_shape = tuple(state["input_shape"])
         detector.bank = state["bank"]
+        whitened = state.get("whitening")
+        detector.whitening = None if whitened is None else (whitened["mean"], whitened["transform"])
         detector.bank_size_before_coreset = state["bank_size_before_coreset"]
         detector.coreset_radius = state["coreset_radius"]
         detector.image_threshold = state["image_threshold"]

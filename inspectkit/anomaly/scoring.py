@@ -1,5 +1,6 @@
-"""The detector's scoring, in one torch module: patch features -> nearest-neighbour distance to the memory bank ->
-position-aware normalisation -> anomaly map and image score. Fitting, scoring, ``--images`` and the ONNX export all
+"""The detector's scoring, in one torch module: patch features -> whitening (whitening.py) -> nearest-neighbour
+distance to the memory bank (kept in the whitened coordinates) -> position-aware normalisation -> anomaly map and
+image score. Fitting, scoring, ``--images`` and the ONNX export all
 run this module, so the math lives in one place.
 """
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from .cpu import Cores, one_thread
 from .maps import PostProcess
+from .whitening import apply as whiten
 
 # The exact nearest-neighbour search on a CPU (``_nearest_bounded``): the queries' coordinates on the bank's k
 # leading principal axes give a lower bound of every query-to-bank distance for k/C of the full product's
@@ -37,12 +39,20 @@ class PatchScorer(nn.Module):
 
     ``loc`` and ``spread`` (h, w) normalise each cell's distance as ``(d - loc) / spread`` (position.py); without
     them the distance is used as it is (loc 0, spread 1: plain nearest neighbour, the scoring before them).
+    ``mean`` (C,) and ``transform`` (C, C) whiten the features first (the bank is already in those coordinates);
+    without them the features are used as they are.
     """
 
     def __init__(self, bank: torch.Tensor, grid: tuple[int, int], shape: tuple[int, int], sigma: float,
-                 score_sigma: float, loc: torch.Tensor | None = None, spread: torch.Tensor | None = None) -> None:
+                 score_sigma: float, loc: torch.Tensor | None = None, spread: torch.Tensor | None = None,
+                 mean: torch.Tensor | None = None, transform: torch.Tensor | None = None) -> None:
         super().__init__()
         bank = bank.detach().float().cpu().contiguous()
+        channels = bank.shape[1]
+        self.whitened = transform is not None
+        self.register_buffer("feature_mean", torch.zeros(channels) if mean is None else torch.as_tensor(mean).float())
+        self.register_buffer("transform", torch.eye(channels) if transform is None
+                             else torch.as_tensor(transform).float().contiguous())
         self.register_buffer("bank", bank)
         self.register_buffer("bank_sq", (bank * bank).sum(dim=1))
         self.register_buffer("loc", torch.zeros(grid) if loc is None else torch.as_tensor(loc).float())
@@ -61,6 +71,8 @@ class PatchScorer(nn.Module):
         ``cores``, the chunks of queries run side by side on them."""
         n, c, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, c).float()
+        if self.whitened:
+            queries = whiten(queries, self.feature_mean, self.transform)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # one product: the graph has no loop
             return self._nearest(queries).reshape(n, h, w)
         out = torch.empty(len(queries), device=queries.device)
