@@ -63,6 +63,9 @@ def detector_file(synthetic_root, tmp_path_factory):
     (lambda state: state["position"].update(loc=torch.zeros(2, 2)), "position statistics 'loc'"),
     (lambda state: state["position"].update(spread=torch.ones(8, 8, dtype=torch.int64)),
      "position statistics 'spread'"),
+    (lambda state: state.update(whitening=None), "no whitening, but its config has whiten 0.5"),
+    (lambda state: state["whitening"].update(transform=torch.eye(3)), "whitening 'transform' is not a float tensor"),
+    (lambda state: state["whitening"]["mean"].fill_(float("nan")), "whitening 'mean' holds NaN"),
 ])
 def test_a_damaged_detector_file_names_itself_and_the_command(damage, match, detector_file, tmp_path, capsys):
     state = torch.load(detector_file, weights_only=True)
@@ -85,10 +88,10 @@ def test_a_detector_file_from_before_position_aware_scoring_keeps_its_scoring(de
     from inspectkit.anomaly import PatchCore
 
     state = torch.load(detector_file, weights_only=True)
-    assert state["version"] == 4 and state["position"] is not None
-    old = {k: v for k, v in state.items() if k != "position"}
+    assert state["version"] == 5 and state["position"] is not None and state["whitening"] is not None
+    old = {k: v for k, v in state.items() if k not in ("position", "whitening")}
     old["version"] = 3
-    old["config"] = {k: v for k, v in state["config"].items() if k not in ("position_norm", "scale_power")}
+    old["config"] = {k: v for k, v in state["config"].items() if k not in ("position_norm", "scale_power", "whiten")}
     torch.save(old, tmp_path / "v3.pt")
     detector = PatchCore.load(tmp_path / "v3.pt")
     assert detector.config.position_norm == "none" and detector.position is None
@@ -97,3 +100,28 @@ def test_a_detector_file_from_before_position_aware_scoring_keeps_its_scoring(de
     scores, _ = detector.score(images)
     raw = detector.image_scores(detector.patch_scores(detector.extract(images)))
     torch.testing.assert_close(torch.from_numpy(scores), torch.from_numpy(raw))
+
+
+def test_a_detector_file_from_before_whitening_keeps_its_scoring(detector_file, tmp_path):
+    """A version-4 file (position-aware, no whitening) loads and scores its features unwhitened, with its position
+    statistics: the scoring it was fitted with."""
+    from inspectkit.anomaly import PatchCore
+
+    state = torch.load(detector_file, weights_only=True)
+    old = {k: v for k, v in state.items() if k != "whitening"}
+    old["version"] = 4
+    old["config"] = {k: v for k, v in state["config"].items() if k != "whiten"}
+    torch.save(old, tmp_path / "v4.pt")
+    detector = PatchCore.load(tmp_path / "v4.pt")
+    assert detector.config.whiten == 0 and detector.whitening is None and not detector.scorer.whitened
+    assert detector.position is not None  # its position record and statistics are kept
+    images = torch.randint(0, 256, (2, 3, *detector.input_shape), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    features = detector.extract(images)
+    queries = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    nearest = torch.cdist(queries, detector.bank).min(dim=1).values.reshape(features.shape[0], *features.shape[2:])
+    torch.testing.assert_close(detector.patch_scores(features), nearest, rtol=1e-4, atol=1e-4)
+    scores, _ = detector.score(images)
+    torch.testing.assert_close(torch.from_numpy(scores),
+                               torch.from_numpy(detector.image_scores(detector.scored_grids(nearest))),
+                               rtol=1e-4, atol=1e-4)

@@ -54,10 +54,11 @@ def square(tmp_path_factory):
 
 
 @pytest.mark.parametrize("shape, n_train, config", [((64, 64), 6, {}), ((48, 80), 6, {"sigma": 8.0}),
-                                                     ((48, 80), 40, {})],
-                         ids=["square", "non-square", "position-aware"])
+                                                     ((48, 80), 40, {}), ((48, 80), 6, {"whiten": 0.0})],
+                         ids=["square", "non-square", "position-aware", "unwhitened"])
 def test_onnxruntime_scores_like_the_torch_detector(shape, n_train, config, tmp_path):
     detector = fitted(shape, n_train, **config)
+    assert detector.scorer.whitened == (detector.config.whiten > 0)  # the default whitens; the graph carries it
     # 40 training images hold out 4 good ones: enough to learn the position statistics, which the graph carries
     assert detector.position["applied"] == (n_train == 40)
     path = export_onnx(detector, tmp_path / "detector.onnx")

@@ -12,6 +12,7 @@ from inspectkit.anomaly import GaussianBaseline, PatchCore, PatchCoreConfig
 from inspectkit.anomaly.cpu import Cores
 from inspectkit.anomaly.patchcore import OVERSAMPLE
 from inspectkit.anomaly.scoring import PatchScorer
+from inspectkit.anomaly.whitening import apply as whiten
 
 
 def test_streamed_gaussian_equals_torch_cov_per_position():
@@ -99,8 +100,8 @@ def test_streamed_fit_keeps_the_announced_pool_and_checks_the_count():
     for start in range(0, 6, 4):  # batches of 4 and 2
         detector.add_good(features[start:start + 4])
     detector.finish_fit()
-    patches = features.permute(0, 2, 3, 1).reshape(-1, 4)
-    # every bank row is one of the good patches, and the bank has the ratio's size
+    patches = whiten(features.permute(0, 2, 3, 1).reshape(-1, 4), *detector.whitening)
+    # every bank row is one of the good patches (in the whitened coordinates), and the bank has the ratio's size
     assert len(detector.bank) == round(0.05 * 6 * 64)
     assert all(bool((patches == row).all(dim=1).any()) for row in detector.bank)
     short = PatchCore(torch.nn.Identity(), config, weights={}).begin_fit(6, (64, 64))
