@@ -24,10 +24,14 @@ from .whitening import apply as whiten
 # depends on the features: 48 axes leave 9 per query on bottle (2.1-2.8x less CPU time than the full product), 17 on
 # screw (2.2x) and 106 on kolektorsdd (slower than the full product there; 64 axes leave 24, 1.5x faster). So each
 # scorer starts at BOUND_START axes and moves along BOUND_AXES as it goes: up a rung while more than PAIRS_UP
-# candidates per query are left (averaged over its recent chunks), down one while fewer than PAIRS_DOWN.
+# candidates per query are left (averaged over its recent chunks), down one while fewer than PAIRS_DOWN. Whitened
+# features (whitening.py) spread their variance over more axes, so their searches sit at the upper rungs.
 BOUND_AXES = (32, 48, 64, 96, 128)
 BOUND_START = 48
 PAIRS_UP, PAIRS_DOWN = 30.0, 3.0
+# More candidates per query than this and a chunk takes the full product instead: gathering them would cost more
+# time than it and memory that grows with the bank (whitened features at a low rung left thousands per query: +1 GB)
+PAIRS_FULL = 120.0
 BOUND_SLACK = 1e-5  # of the squared norms: covers float rounding (~1e-7), so the bound never exceeds the distance
 QUERY_CHUNK = 128  # queries per bounded search: its (queries x bank) bound matrix stays near the core's cache
 T = TypeVar("T")
@@ -112,7 +116,12 @@ class PatchScorer(nn.Module):
         bound = torch.mm(torch.cat([lead, torch.ones(len(queries), 1)], dim=1), bound_rows).numpy()
         best = torch.from_numpy(bound.argmin(axis=1))
         upper = _row_distances(queries, self.bank.index_select(0, best))
-        candidates = torch.from_numpy(np.flatnonzero(bound <= (upper.square() - offset).numpy()[:, None]))
+        left = bound <= (upper.square() - offset).numpy()[:, None]
+        pairs = np.count_nonzero(left)
+        if pairs > PAIRS_FULL * len(queries):  # the bound is too loose here: the full product costs less
+            self._adapt(rung, pairs / len(queries))
+            return self._nearest(queries)
+        candidates = torch.from_numpy(np.flatnonzero(left))
         rows, cols = candidates // len(self.bank), candidates % len(self.bank)
         found = _row_distances(queries.index_select(0, rows), self.bank.index_select(0, cols))
         self._adapt(rung, len(candidates) / len(queries))
