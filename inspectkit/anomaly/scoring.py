@@ -114,18 +114,23 @@ class PatchScorer(nn.Module):
         # bound[i, j] + offset[i] <= |q_i - b_j|^2, one product (the bank's offsets ride on a column of ones);
         # numpy's row reductions are ~15x faster than torch's here
         bound = torch.mm(torch.cat([lead, torch.ones(len(queries), 1)], dim=1), bound_rows).numpy()
-        best = torch.from_numpy(bound.argmin(axis=1))
-        upper = _row_distances(queries, self.bank.index_select(0, best))
-        left = bound <= (upper.square() - offset).numpy()[:, None]
+        upper, left = self._left(queries, bound, offset)
         pairs = np.count_nonzero(left)
-        if pairs > PAIRS_FULL * len(queries):  # the bound is too loose here: the full product costs less
-            self._adapt(rung, pairs / len(queries))
-            return self._nearest(queries)
+        self._adapt(rung, pairs / len(queries))
+        if pairs > PAIRS_FULL * len(queries):  # too loose at this rung: the full product, less its rounding
+            squared = torch.addmm(self.bank_sq[None, :] * (1 - BOUND_SLACK), queries, self.bank.T, alpha=-2.0)
+            upper, left = self._left(queries, squared.numpy(), (queries * queries).sum(dim=1) * (1 - BOUND_SLACK))
         candidates = torch.from_numpy(np.flatnonzero(left))
         rows, cols = candidates // len(self.bank), candidates % len(self.bank)
         found = _row_distances(queries.index_select(0, rows), self.bank.index_select(0, cols))
-        self._adapt(rung, len(candidates) / len(queries))
         return upper.scatter_reduce(0, rows, found, "amin")
+
+    def _left(self, queries: torch.Tensor, bound: np.ndarray, offset: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """From a lower bound ``bound[i, j] + offset[i] <= |q_i - b_j|^2``: the distance to the bank patch of the
+        smallest bound (an upper bound of the nearest) and which bank patches can still be nearer."""
+        best = torch.from_numpy(bound.argmin(axis=1))
+        upper = _row_distances(queries, self.bank.index_select(0, best))
+        return upper, bound <= (upper.square() - offset).numpy()[:, None]
 
     def _adapt(self, rung: int, pairs: float) -> None:
         """Move the bound up or down a rung of BOUND_AXES after a chunk that left ``pairs`` candidates per query

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspectkit.anomaly import GaussianBaseline, PatchCore, PatchCoreConfig
+from inspectkit.anomaly import GaussianBaseline, PatchCore, PatchCoreConfig, scoring
 from inspectkit.anomaly.cpu import Cores
 from inspectkit.anomaly.patchcore import OVERSAMPLE
 from inspectkit.anomaly.scoring import PatchScorer
@@ -36,12 +36,16 @@ def test_nearest_neighbour_scorer_equals_cdist():
     assert scorer.distances(bank[:5].T.reshape(1, 16, 5, 1)).abs().max() < 1e-3  # bank rows are at distance 0
 
 
-@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (1e-3, 0.0), (1.0, 20.0)],
-                         ids=["unit", "tiny values", "far from the origin"])
-def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift):
+@pytest.mark.parametrize("scale, shift, full", [(1.0, 0.0, False), (1e-3, 0.0, False), (1.0, 20.0, False),
+                                                (1.0, 20.0, True), (1e-3, 0.0, True)],
+                         ids=["unit", "tiny values", "far from the origin", "full product, far", "full product, tiny"])
+def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift, full, monkeypatch):
     """More channels than the bound's principal axes, clustered like patch features: the bound rules most of the
     bank out, and the distances still equal the brute-force ones, on the cores and in the traced (dense) form,
-    at any scale and offset of the features (the bound's float rounding must stay below its slack)."""
+    at any scale and offset of the features (the bound's float rounding must stay below its slack). ``full``: every
+    chunk takes the full product, as one whose bound leaves too many candidates does; it is exact too."""
+    if full:
+        monkeypatch.setattr(scoring, "PAIRS_FULL", 0.0)
     generator = torch.Generator().manual_seed(2)
     centres = torch.randn(30, 152, generator=generator) * 3
     bank = centres[torch.randint(30, (1000,), generator=generator)] + torch.randn(1000, 152, generator=generator)
