@@ -155,7 +155,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="imagenet", help="imagenet, none or a mobilenet_v2 state_dict file")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="seeds of the validation split, the patch pool and the coreset")
-    parser.add_argument("--whiten", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+    parser.add_argument("--whiten", type=float, nargs="+", default=[0.0, 0.25, 0.5],
                         help="whitening powers to compare (0: plain Euclidean features)")
     parser.add_argument("--no-synthetic", action="store_true", help="real categories only")
     parser.add_argument("--out", default="results", help="folder for anomaly_position.json")

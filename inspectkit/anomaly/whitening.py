@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 EIGEN_FLOOR = 1e-3
-DEFAULT_WHITEN = 0.5
+DEFAULT_WHITEN = 0.25
 
 
 def whitening(pool: torch.Tensor, power: float) -> tuple[torch.Tensor, torch.Tensor]:

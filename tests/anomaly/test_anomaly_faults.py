@@ -63,7 +63,7 @@ def detector_file(synthetic_root, tmp_path_factory):
     (lambda state: state["position"].update(loc=torch.zeros(2, 2)), "position statistics 'loc'"),
     (lambda state: state["position"].update(spread=torch.ones(8, 8, dtype=torch.int64)),
      "position statistics 'spread'"),
-    (lambda state: state.update(whitening=None), "no whitening, but its config has whiten 0.5"),
+    (lambda state: state.update(whitening=None), "no whitening, but its config has whiten 0.25"),
     (lambda state: state["whitening"].update(transform=torch.eye(3)), "whitening 'transform' is not a float tensor"),
     (lambda state: state["whitening"]["mean"].fill_(float("nan")), "whitening 'mean' holds NaN"),
 ])

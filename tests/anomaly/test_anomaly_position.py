@@ -73,13 +73,15 @@ def test_the_diagnostic_counts_maxima_in_the_outer_ring_and_warns_when_most_are_
 def test_moving_edges_defeat_plain_nearest_neighbour_and_not_the_position_aware_detector(tmp_path):
     """Crops of a texture whose dark edge enters at a different depth and angle in every image; faint defects in
     the middle. Plain nearest-neighbour scores peak at the edges of good images; the detector learns from its
-    held-out good images that the edges vary there. Random-init weights, 3 seeds."""
+    held-out good images that the edges vary there. Random-init weights, 3 seeds. Both unwhitened: the position-aware
+    scoring is under test. (The default's whitening, with these random-init features, scores 0.911 / 0.878 / 0.889
+    here; with ImageNet weights every candidate scores 1.000 on this kind: python -m bench.anomaly_position.)"""
     plain, ours = [], []
     for seed in (0, 1, 2):
         make_category(tmp_path, f"crops{seed}", kind="crops", image_size=128, n_train=80, n_test_good=10,
                       n_per_defect=6, seed=seed, defect_strength=0.8)
         category = load_category(tmp_path, f"crops{seed}", progress=False)
-        record, detector = run_detection(category, PatchCoreConfig(image_size=128, seed=seed), "none",
+        record, detector = run_detection(category, PatchCoreConfig(image_size=128, seed=seed, whiten=0.0), "none",
                                          baseline=False, progress=False)
         assert detector.position["applied"]
         ours.append(record["metrics"]["image_auroc"])

@@ -65,7 +65,7 @@ def test_the_detector_whitens_by_default_and_stores_its_bank_in_the_whitened_spa
     train = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8, generator=generator)
     whitened = PatchCore.build(PatchCoreConfig(image_size=64, coreset_ratio=0.25), "none").fit(train)
     plain = PatchCore.build(PatchCoreConfig(image_size=64, coreset_ratio=0.25, whiten=0.0), "none").fit(train)
-    assert whitened.config.whiten == 0.5 and whitened.scorer.whitened and not plain.scorer.whitened
+    assert whitened.config.whiten == 0.25 and whitened.scorer.whitened and not plain.scorer.whitened
     fresh = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=generator)  # not in the bank
     features = whitened.extract(fresh)
     queries = apply(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]), *whitened.whitening)
