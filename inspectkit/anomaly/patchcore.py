@@ -28,8 +28,7 @@ from .position import border_diagnostic, leave_one_out, position_statistics
 from .runtime import FeatureRuntime
 from .scoring import PatchScorer
 from .threshold import false_alarm_threshold, normalized_scores, split_validation
-from .whitening import apply as whiten
-from .whitening import whitening
+from .whitening import apply_in_place, whitening
 
 FILE_FORMAT = "inspectkit-patchcore"
 FILE_VERSION = 5  # 5: whitened features; 4: position-aware scoring; 3: thresholds from a good-only validation share
@@ -125,7 +124,7 @@ class PatchCore:
         self.whitening = None
         if self.config.whiten > 0:
             self.whitening = whitening(pool, self.config.whiten)
-            pool = whiten(pool, *self.whitening)
+            apply_in_place(pool, *self.whitening)
         sampler = make_sampler(self.config.sampler, self.config.projection_dim, progress=progress)
         chosen = np.sort(sampler.select(pool.numpy(), min(self._n_bank, len(pool)), seed=self.config.seed))
         self.bank = pool[torch.from_numpy(chosen)].clone()

@@ -18,18 +18,21 @@ import torch
 
 EIGEN_FLOOR = 1e-3
 DEFAULT_WHITEN = 0.25
+CHUNK_ROWS = 1 << 15  # rows per step of the covariance sum and of the in-place map
 
 
 def whitening(pool: torch.Tensor, power: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean (C,), transform (C, C))``, float32, from good patches ``pool`` (M, C); power 0 gives the identity."""
+    """``(mean (C,), transform (C, C))``, float32, from good patches ``pool`` (M, C); power 0 gives the identity.
+    The covariance is summed in float64 over row chunks, so its memory does not grow with the pool."""
     channels = pool.shape[1]
     if power == 0 or len(pool) < 2:
         return torch.zeros(channels), torch.eye(channels)
-    data = pool.double()
-    mean = data.mean(dim=0)
-    centred = data - mean
-    covariance = centred.T @ centred / (len(data) - 1)
-    values, vectors = torch.linalg.eigh(covariance)
+    mean = pool.sum(dim=0, dtype=torch.float64) / len(pool)
+    scatter = torch.zeros(channels, channels, dtype=torch.float64)
+    for part in pool.split(CHUNK_ROWS):
+        centred = part.double() - mean
+        scatter += centred.T @ centred
+    values, vectors = torch.linalg.eigh(scatter / (len(pool) - 1))
     values = values.clamp_min(EIGEN_FLOOR * max(float(values.mean()), 1e-12))
     transform = (vectors * values.pow(-power / 2)) @ vectors.T
     return mean.float(), transform.float().contiguous()
@@ -38,3 +41,10 @@ def whitening(pool: torch.Tensor, power: float) -> tuple[torch.Tensor, torch.Ten
 def apply(features: torch.Tensor, mean: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
     """Rows of features (M, C) in the whitened coordinates."""
     return (features - mean) @ transform
+
+
+def apply_in_place(rows: torch.Tensor, mean: torch.Tensor, transform: torch.Tensor) -> torch.Tensor:
+    """``apply`` on a float32 (M, C) tensor, overwriting it chunk by chunk (no second copy of a large pool)."""
+    for part in rows.split(CHUNK_ROWS):
+        part.copy_(apply(part, mean, transform))
+    return rows

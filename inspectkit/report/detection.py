@@ -79,8 +79,9 @@ def method(record: Mapping) -> dict:
         relative = ((record.get("position") or {}).get("applied")
                     and " (each patch's distance taken relative to the held-out good images' distances at that "
                         "place in the frame)") or ""
-        scoring = ("the highest patch distance" + relative + (", after smoothing the distances over neighbouring "
-                                                              "patches" if config["score_sigma"] else ""))
+        distance = "the highest whitened patch distance" if config.get("whiten") else "the highest patch distance"
+        scoring = distance + relative + (", after smoothing the distances over neighbouring patches"
+                                         if config["score_sigma"] else "")
     return {"model": model_name(config.get("arch", "")), "pretrained": bool(weights.get("pretrained", True)),
             "depths": len(config.get("layers") or []), "stride": config.get("stride"),
             "input_shape": config.get("input_shape"), "image_size": config.get("image_size"),

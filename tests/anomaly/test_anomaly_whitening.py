@@ -32,6 +32,20 @@ def test_full_power_whitens_the_pool_and_half_power_takes_the_square_root_of_its
     np.testing.assert_allclose(np.sort(spread), np.sort(np.sqrt(np.linalg.eigvalsh(covariance))), rtol=1e-3)
 
 
+def test_chunked_sums_and_the_in_place_map_match_the_whole_pool(monkeypatch):
+    from inspectkit.anomaly import whitening as module
+
+    pool = correlated()
+    whole = whitening(pool, 0.5)
+    monkeypatch.setattr(module, "CHUNK_ROWS", 333)  # 13 uneven chunks
+    chunked = whitening(pool, 0.5)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    expected = apply(pool, *whole)
+    rows = pool.clone()
+    assert module.apply_in_place(rows, *whole) is rows
+    torch.testing.assert_close(rows, expected)
+
+
 def test_power_zero_is_the_identity():
     mean, transform = whitening(correlated(), 0.0)
     assert torch.equal(transform, torch.eye(6)) and not mean.any()

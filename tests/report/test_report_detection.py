@@ -67,6 +67,9 @@ def test_the_method_is_described_from_the_record():
     assert "relative to the held-out good images' distances at that place" in method(record)["scoring"]
     record["position"] = {"applied": False}
     assert method(record)["scoring"].startswith("the highest patch distance, after smoothing")
+    record["config"]["whiten"] = 0.25  # a whitened fit says so
+    assert method(record)["scoring"].startswith("the highest whitened patch distance, after smoothing")
+    record["config"]["whiten"] = 0.0
     record["scoring"] = {"description": "the highest distance after removing each position's typical score"}
     record["border"] = "Border patches are scored against border patches only"
     described = method(record)
