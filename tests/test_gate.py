@@ -63,6 +63,7 @@ def test_detector_fitted_on_good_images_flags_synthetic_defects(synthetic_root):
     images = load_images(category, files, 64, DecodeCache(disk=False), progress=False)
     n_fit = len(good) - 6
     detector = fit_gate(images[:n_fit], "mobilenet_v2", "none", seed=0, device=torch.device("cpu"))
+    assert detector.whitening is None and not detector.scorer.whitened  # as the committed attempts 3 and 4 were made
     scores, _ = detector.score(images[n_fit:])
     is_defect = np.array([False] * 6 + [True] * len(defect))
     threshold = tune_threshold(scores, is_defect)["threshold"]
