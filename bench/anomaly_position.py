@@ -141,7 +141,7 @@ def measure(g: dict, config: PatchCoreConfig) -> dict[str, dict]:
                 keep = g["has_mask"]
                 pixel = PixelCurves.measure(g["masks"][keep], post.maps(t[torch.from_numpy(keep)]).numpy()).auroc()
             rows[name] = {"image_auroc": image_auroc(g["labels"], scores), "pixel_auroc": pixel}
-    plain = g["val_nn"][min(g["val_nn"])]
+    plain = g["val_nn"][0.0]
     rows["_diagnostic"] = {"outer_ring_share_val_nn": outer_ring_share(plain),
                            "outer_ring_share_val_default": outer_ring_share(_shrunk(plain, plain, 0.5))}
     return rows
@@ -156,7 +156,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="seeds of the validation split, the patch pool and the coreset")
     parser.add_argument("--whiten", type=float, nargs="+", default=[0.0, 0.25, 0.5],
-                        help="whitening powers to compare (0: plain Euclidean features)")
+                        help="whitening powers to compare; 0 (plain Euclidean features, the reference) always runs")
     parser.add_argument("--no-synthetic", action="store_true", help="real categories only")
     parser.add_argument("--out", default="results", help="folder for anomaly_position.json")
     return parser
@@ -174,7 +174,7 @@ def main(args: argparse.Namespace) -> dict:
         for category in categories:
             for seed in args.seeds:
                 config = PatchCoreConfig(seed=seed)
-                measured = measure(raw_grids(category, config, args.weights, sorted(set(args.whiten))), config)
+                measured = measure(raw_grids(category, config, args.weights, sorted(set(args.whiten) | {0.0})), config)
                 diagnostic = measured.pop("_diagnostic")
                 for name, metrics in measured.items():
                     rows.append({"category": category.name, "seed": seed, "candidate": name, **metrics})

@@ -71,11 +71,9 @@ def _whitening_problem(state: dict, config: PatchCoreConfig, width: int) -> str 
     if not isinstance(whitening, dict):
         return f"no whitening, but its config has whiten {config.whiten}"
     for name, shape in (("mean", [width]), ("transform", [width, width])):
-        value = whitening.get(name)
-        if not isinstance(value, torch.Tensor) or list(value.shape) != shape or not value.is_floating_point():
-            return f"whitening '{name}' is not a float tensor of {'x'.join(map(str, shape))}"
-        if not torch.isfinite(value).all():
-            return f"whitening '{name}' holds NaN or infinity"
+        problem = _tensor_problem(whitening.get(name), shape)
+        if problem:
+            return f"whitening '{name}' {problem}"
     return None
 
 
@@ -87,12 +85,22 @@ def _position_problem(state: dict, config: PatchCoreConfig) -> str | None:
         grid = [v // config.stride for v in shape]
         for name in ("loc", "spread"):
             value = position.get(name) if isinstance(position, dict) else None
-            if not isinstance(value, torch.Tensor) or list(value.shape) != grid or not value.is_floating_point():
-                return f"position statistics '{name}' are not a float grid of {grid[0]}x{grid[1]}"
-            if not torch.isfinite(value).all() or (name == "spread" and not (value > 0).all()):
-                return f"position statistics '{name}' hold NaN, infinity or a spread that is not positive"
+            problem = _tensor_problem(value, grid)
+            if problem:
+                return f"position statistics '{name}' {problem}"
+            if name == "spread" and not (value > 0).all():
+                return "position statistics 'spread' are not all positive"
     if config.position_norm not in POSITION_MODES:
         return f"unknown position_norm '{config.position_norm}'"
+    return None
+
+
+def _tensor_problem(value: object, shape: list[int]) -> str | None:
+    """Why ``value`` is not a finite float tensor of ``shape``, or None."""
+    if not isinstance(value, torch.Tensor) or list(value.shape) != shape or not value.is_floating_point():
+        return f"is not a float tensor of {'x'.join(map(str, shape))}"
+    if not torch.isfinite(value).all():
+        return "holds NaN or infinity"
     return None
 
 

@@ -48,8 +48,8 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
                             "0 (none: location only) to 1 (full standardisation)")
     group.add_argument("--whiten", type=float, default=PatchCoreConfig.whiten,
                        help="whitening of the features before the nearest-neighbour search, learnt from the good "
-                            "patches: 0 plain Euclidean distance, 1 Mahalanobis, in between partial (p: each "
-                            "principal direction divided by its spread to the power p/2)")
+                            "patches: each principal direction divided by its standard deviation to the power p; 0 "
+                            "plain Euclidean distance, 1 Mahalanobis")
     group.add_argument("--sigma", type=float, default=PatchCoreConfig.sigma,
                        help="Gaussian smoothing of the anomaly map, in pixels")
     group.add_argument("--batch-size", type=int, default=PatchCoreConfig.batch_size, help="images per forward pass")
