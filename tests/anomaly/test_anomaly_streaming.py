@@ -36,14 +36,19 @@ def test_nearest_neighbour_scorer_equals_cdist():
     assert scorer.distances(bank[:5].T.reshape(1, 16, 5, 1)).abs().max() < 1e-3  # bank rows are at distance 0
 
 
+@pytest.mark.parametrize("search", ["bound", "screen"])
 @pytest.mark.parametrize("scale, shift, full", [(1.0, 0.0, False), (1e-3, 0.0, False), (1.0, 20.0, False),
-                                                (1.0, 20.0, True), (1e-3, 0.0, True)],
-                         ids=["unit", "tiny values", "far from the origin", "full product, far", "full product, tiny"])
-def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift, full, monkeypatch):
+                                                (1e3, -5e3, False), (1.0, 20.0, True), (1e-3, 0.0, True)],
+                         ids=["unit", "tiny values", "far from the origin", "large values", "full product, far",
+                              "full product, tiny"])
+def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift, full, search, monkeypatch):
     """More channels than the bound's principal axes, clustered like patch features: the bound rules most of the
     bank out, and the distances still equal the brute-force ones, on the cores and in the traced (dense) form,
     at any scale and offset of the features (the bound's float rounding must stay below its slack). ``full``: every
-    chunk takes the full product, as one whose bound leaves too many candidates does; it is exact too."""
+    chunk takes the full product, as one whose bound leaves too many candidates does; it is exact too. Both
+    searches run on every machine: the principal-axis ``bound`` and the bfloat16 ``screen`` (slow where the CPU
+    emulates bfloat16, but exact)."""
+    monkeypatch.setattr(scoring, "bfloat16_is_fast", lambda: search == "screen")
     if full:
         monkeypatch.setattr(scoring, "PAIRS_FULL", 0.0)
     generator = torch.Generator().manual_seed(2)
@@ -57,6 +62,7 @@ def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift
     bank, queries = bank * scale + shift, queries * scale + shift
     expected = torch.cdist(queries.double(), bank.double()).min(dim=1).values.float()
     scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
+    assert (scorer._screen_rows is not None) == (search == "screen")
     as_grid = queries.T.reshape(1, 152, len(queries), 1)
     with torch.inference_mode():
         bounded = scorer.distances(as_grid, Cores(2)).reshape(-1)
@@ -69,6 +75,42 @@ def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift
     assert (dense.double() ** 2 <= expected.double() ** 2 + rounding).all()
     if (scale, shift) == (1.0, 0.0):
         assert torch.allclose(dense, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_screen_is_a_lower_bound_of_every_distance():
+    """The bfloat16 screen's product is at most |q - b|^2 - |q - centre|^2 for every pair, wherever the points lie
+    (its rounding bound scales with the norms), and nearly equal to it: it rules out all but the nearest few."""
+    generator = torch.Generator().manual_seed(3)
+    for scale, shift in [(1.0, 0.0), (1e-4, 0.0), (1.0, 50.0), (1e4, 0.0)]:
+        bank = torch.randn(500, 40, generator=generator) * scale + shift
+        queries = torch.cat([bank[:100] + 1e-4 * scale, torch.randn(100, 40, generator=generator) * scale * 3 + shift])
+        centre = bank.mean(dim=0)
+        centred = queries - centre
+        squares = (centred * centred).sum(dim=1)
+        bound = torch.mm(scoring._screen_queries(centred, squares), scoring._screen_rows(bank, centre)).double()
+        truth = torch.cdist(queries.double(), bank.double()).square() - squares.double()[:, None]
+        assert (bound <= truth).all()
+        assert ((truth - bound) / (truth + squares.double()[:, None]).clamp_min(1e-30)).median() < 0.05
+
+
+def test_a_screen_that_fails_its_check_is_not_used(monkeypatch):
+    """A product whose bound does not hold on this CPU (here: the squared norms raised) is found at construction,
+    and the scorer searches with the principal-axis bound instead: still exact."""
+    monkeypatch.setattr(scoring, "bfloat16_is_fast", lambda: True)
+    honest = scoring._screen_rows
+
+    def broken(bank: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        rows = honest(bank, centre)
+        rows[-3] += 1.0
+        return rows
+
+    monkeypatch.setattr(scoring, "_screen_rows", broken)
+    generator = torch.Generator().manual_seed(4)
+    bank, queries = torch.randn(400, 24, generator=generator), torch.randn(300, 24, generator=generator)
+    scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
+    assert scorer._screen_rows is None
+    distances = scorer.distances(queries.T.reshape(1, 24, 300, 1)).reshape(-1)
+    assert torch.allclose(distances, torch.cdist(queries, bank).min(dim=1).values, atol=1e-5)
 
 
 def test_cores_run_the_parts_in_order_in_the_callers_inference_mode():
