@@ -51,6 +51,14 @@ def pro_score(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LI
 
 
 PIXEL_BINS = 1 << 15  # thresholds of the pixel curves: quantiles of the scores, so each bin holds a similar share
+# Finding each pixel's bin: a binary search over 2^15 edges costs ~105 ns a value (15 dependent loads), most of the
+# metrics' time. Instead the edges' range is cut into CELLS_PER_EDGE times as many equal cells; a value's cell gives
+# the edges below it at once, and it is compared only with the few edges inside its own cell (a value in a cell of
+# more than CELL_STEPS edges takes the binary search). Measured on the detector's maps of bottle, screw and
+# kolektorsdd: at most 3 edges in a cell, 2-4x faster than the search; a heavy-tailed spread of scores crowds the
+# cells and falls back to the search.
+CELLS_PER_EDGE = 4
+CELL_STEPS = 4
 
 
 class PixelCurves:
@@ -71,6 +79,35 @@ class PixelCurves:
         self.positive = np.zeros(n, dtype=np.int64)
         self.region_weight = np.zeros(n, dtype=np.float64)  # sum over defect pixels of 1 / their region's size
         self.regions = 0
+        # the cell of a value is floor((v - low) * scale), monotone in v even in float32 rounding; so every edge in
+        # an earlier cell is below v and every edge in a later one above it, and only its own cell's edges are open
+        self._low = np.float32(edges[0])
+        span = float(edges[-1]) - float(edges[0])
+        self._cells = CELLS_PER_EDGE * n
+        self._scale = np.float32((self._cells - 1) / span if span > 0 else 0.0)
+        edge_cells = self._cell(edges)
+        self._first = np.searchsorted(edge_cells, np.arange(self._cells), side="left").astype(np.int64)
+        self._inside = np.bincount(edge_cells, minlength=self._cells)
+        self._steps = min(CELL_STEPS, int(self._inside.max()))
+
+    def _cell(self, values: np.ndarray) -> np.ndarray:
+        cells = np.floor((values - self._low) * self._scale)
+        return np.clip(cells, 0, self._cells - 1, out=cells).astype(np.int64)
+
+    def bins(self, values: np.ndarray) -> np.ndarray:
+        """Each value's bin: the index of the last edge at or below it (-1 below them all), as
+        ``np.searchsorted(edges, values, side="right") - 1`` finds it."""
+        values = np.asarray(values, dtype=np.float32).reshape(-1)
+        cells = self._cell(values)
+        first, inside = self._first[cells], self._inside[cells]
+        index = first - 1
+        last = len(self.edges) - 1
+        for step in range(self._steps):
+            index += (inside > step) & (values >= self.edges[np.minimum(first + step, last)])
+        crowded = np.flatnonzero(inside > CELL_STEPS)
+        if len(crowded):
+            index[crowded] = np.searchsorted(self.edges, values[crowded], side="right") - 1
+        return index
 
     @staticmethod
     def thresholds(maps: np.ndarray, bins: int = PIXEL_BINS, sample: int = 1 << 21) -> np.ndarray:
@@ -85,7 +122,7 @@ class PixelCurves:
     def add(self, mask: np.ndarray, anomaly_map: np.ndarray) -> None:
         """Count one image's pixels (mask bool (H, W), map float (H, W))."""
         mask = np.asarray(mask, dtype=bool)
-        index = np.searchsorted(self.edges, np.asarray(anomaly_map, dtype=np.float32), side="right") - 1
+        index = self.bins(anomaly_map).reshape(mask.shape)
         n = len(self.edges)
         self.negative += np.bincount(index[~mask], minlength=n)
         if mask.any():

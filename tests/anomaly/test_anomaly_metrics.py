@@ -7,6 +7,8 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from inspectkit.anomaly.metrics import (
+    CELL_STEPS,
+    CELLS_PER_EDGE,
     PixelCurves,
     anomaly_metrics,
     f1_optimal_threshold,
@@ -139,11 +141,29 @@ def test_binned_pro_agrees_with_the_threshold_by_threshold_definition():
     assert curves.pro() == pytest.approx(_pro_by_thresholds(masks, maps, 0.3), abs=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["normal", "heavy tails", "ties and edges", "one value"])
+def test_the_cell_lookup_finds_the_bins_a_binary_search_finds(kind):
+    """Each value's bin from its cell and its own cell's few edges equals np.searchsorted's, also for values on an
+    edge, below or above every edge, and where crowded cells fall back to the search."""
+    rng = np.random.default_rng(10)
+    values = {"normal": rng.normal(size=50_000),
+              "heavy tails": rng.standard_cauchy(50_000),  # the range is huge: most cells near the middle crowd
+              "ties and edges": rng.integers(0, 40, 50_000) / 7,
+              "one value": np.full(1000, 2.5)}[kind].astype(np.float32)
+    curves = PixelCurves(PixelCurves.thresholds(values, bins=2048))
+    probes = np.r_[values, curves.edges, np.nextafter(curves.edges, np.float32(-np.inf)),
+                   curves.edges[0] - 1, curves.edges[-1] + 1].astype(np.float32)
+    assert np.array_equal(curves.bins(probes), np.searchsorted(curves.edges, probes, side="right") - 1)
+    if kind == "heavy tails":
+        assert curves._inside.max() > CELL_STEPS  # the fallback really ran
+
+
 def test_the_curves_keep_histograms_only_whatever_the_number_of_images():
     rng = np.random.default_rng(9)
     small, large = (PixelCurves.measure(_blobs(rng, n, 32), rng.random((n, 32, 32)).astype(np.float32))
                     for n in (10, 200))
     for curves in (small, large):
         arrays = [v for v in vars(curves).values() if isinstance(v, np.ndarray)]
-        assert all(a.ndim == 1 and len(a) == len(curves.edges) for a in arrays)  # one entry per bin, nothing else
+        # one entry per bin, or per cell of the bin lookup (CELLS_PER_EDGE per bin), nothing else
+        assert all(a.ndim == 1 and len(a) in (len(curves.edges), CELLS_PER_EDGE * len(curves.edges)) for a in arrays)
     assert len(large.edges) <= len(PixelCurves.thresholds(rng.random(10**6).astype(np.float32)))
