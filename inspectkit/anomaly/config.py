@@ -15,7 +15,7 @@ from .coreset import DEFAULT_PROJECTION_DIM, DEFAULT_SAMPLER
 from .features import DEFAULT_PAD, DEFAULT_STRIDE, default_layers
 from .geometry import input_shape
 from .maps import DEFAULT_SCORE_SIGMA, DEFAULT_SIGMA
-from .position import DEFAULT_SCALE_POWER
+from .position import DEFAULT_MAP_SCALE_POWER, DEFAULT_SCALE_POWER
 from .threshold import DEFAULT_FALSE_ALARM, DEFAULT_VALIDATION_SHARE
 from .whitening import DEFAULT_WHITEN
 
@@ -48,6 +48,7 @@ class PatchCoreConfig:
     false_alarm: float = DEFAULT_FALSE_ALARM
     position_norm: str = "cell"  # "cell": scores against the held-out good images' per-position scores; "none"
     scale_power: float = DEFAULT_SCALE_POWER
+    map_scale_power: float = DEFAULT_MAP_SCALE_POWER  # the same for the anomaly map (position.py)
     whiten: float = DEFAULT_WHITEN  # power of the feature whitening (whitening.py): 0 Euclidean, 1 Mahalanobis
 
     def __post_init__(self) -> None:
@@ -68,14 +69,15 @@ class PatchCoreConfig:
             raise bad_validation_share(self.validation_share)
         if self.sigma < 0 or self.score_sigma < 0:
             raise UserError("--sigma and --score-sigma must be >= 0")
-        if self.position_norm == "none" and self.scale_power != DEFAULT_SCALE_POWER:
-            raise UserError("--scale-power does nothing with --position-norm none (plain nearest-neighbour scores); "
-                            "drop one of them")
+        for flag, value, default in (("--scale-power", self.scale_power, DEFAULT_SCALE_POWER),
+                                     ("--map-scale-power", self.map_scale_power, DEFAULT_MAP_SCALE_POWER)):
+            if self.position_norm == "none" and value != default:
+                raise UserError(f"{flag} does nothing with --position-norm none (plain nearest-neighbour scores); "
+                                "drop one of them")
+            if not 0 <= value <= 1:
+                raise UserError(f"{flag} must be in [0, 1] (0: location only, 1: full standardisation); got {value}")
         if not 0 <= self.whiten <= 1:
             raise UserError(f"--whiten must be in [0, 1] (0: Euclidean distance, 1: Mahalanobis); got {self.whiten}")
-        if not 0 <= self.scale_power <= 1:
-            raise UserError(f"--scale-power must be in [0, 1] (0: location only, 1: full standardisation); got "
-                            f"{self.scale_power}")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "layers": list(self.layers)}

@@ -83,13 +83,13 @@ def _position_problem(state: dict, config: PatchCoreConfig) -> str | None:
     position = state.get("position")
     if position is not None:
         grid = [v // config.stride for v in shape]
-        for name in ("loc", "spread"):
+        for name in ("loc", "spread", "map_spread"):
             value = position.get(name) if isinstance(position, dict) else None
             problem = _tensor_problem(value, grid)
             if problem:
                 return f"position statistics '{name}' {problem}"
-            if name == "spread" and not (value > 0).all():
-                return "position statistics 'spread' are not all positive"
+            if name != "loc" and not (value > 0).all():
+                return f"position statistics '{name}' are not all positive"
     if config.position_norm not in POSITION_MODES:
         return f"unknown position_norm '{config.position_norm}'"
     return None

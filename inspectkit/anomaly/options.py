@@ -45,7 +45,9 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
                             "nearest-neighbour distance, the scoring before")
     group.add_argument("--scale-power", type=float, default=PatchCoreConfig.scale_power,
                        help="with --position-norm cell: how far each position's own spread divides its score, "
-                            "0 (none: location only) to 1 (full standardisation)")
+                            "0 (none: location only) to 1 (full standardisation), for the image score")
+    group.add_argument("--map-scale-power", type=float, default=PatchCoreConfig.map_scale_power,
+                       help="the same for the anomaly map (default 0: each position's location only, one scale)")
     group.add_argument("--whiten", type=float, default=PatchCoreConfig.whiten,
                        help="whitening of the features before the nearest-neighbour search, learnt from the good "
                             "patches: each principal direction divided by its standard deviation to the power p; 0 "
@@ -111,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> PatchCoreConfig:
                              sigma=args.sigma, score_sigma=args.score_sigma, batch_size=args.batch_size,
                              seed=args.seed, validation_share=args.validation_share, false_alarm=args.false_alarm,
                              position_norm=args.position_norm, scale_power=args.scale_power,
+                             map_scale_power=args.map_scale_power,
                              whiten=args.whiten)
     if config.validation_share == 0:
         raise bad_validation_share(config.validation_share)

@@ -24,15 +24,17 @@ from .coreset import make_sampler
 from .cpu import Cores
 from .detector_file import state_problem
 from .features import PatchFeatureExtractor, build_extractor, extractor_from_state
-from .position import border_diagnostic, leave_one_out, position_statistics
+from .position import DEFAULT_SCALE_POWER, border_diagnostic, leave_one_out, position_statistics
 from .runtime import FeatureRuntime
 from .scoring import PatchScorer
 from .threshold import false_alarm_threshold, normalized_scores, split_validation
 from .whitening import apply_in_place, whitening
 
 FILE_FORMAT = "inspectkit-patchcore"
-FILE_VERSION = 5  # 5: whitened features; 4: position-aware scoring; 3: thresholds from a good-only validation share
-OLD_VERSIONS = (3, 4)  # read with the scoring they were fitted with (no whitening; version 3 plain nearest neighbour)
+# 6: the map's own spread; 5: whitened features; 4: position-aware scoring; 3: thresholds from a good-only validation
+# share. Older versions are read with the scoring they were fitted with (``_with_old_scoring``)
+FILE_VERSION = 6
+OLD_VERSIONS = (3, 4, 5)
 MIN_POSITION_IMAGES = 3  # held-out good images needed to learn position statistics (leave-one-out keeps 2)
 OVERSAMPLE = 10  # the pool holds this many good patches per coreset point (what the sampler picks from)
 
@@ -132,11 +134,12 @@ class PatchCore:
         self._set_scorer()
         return self
 
-    def _set_scorer(self, loc: torch.Tensor | None = None, spread: torch.Tensor | None = None) -> None:
+    def _set_scorer(self, loc: torch.Tensor | None = None, spread: torch.Tensor | None = None,
+                    map_spread: torch.Tensor | None = None) -> None:
         grid = (self.input_shape[0] // self.config.stride, self.input_shape[1] // self.config.stride)
         mean, transform = self.whitening if self.whitening is not None else (None, None)
         self.scorer = PatchScorer(self.bank, grid, self.input_shape, self.config.sigma, self.config.score_sigma,
-                                  loc, spread, mean, transform).to(self.device)
+                                  loc, spread, mean, transform, map_spread).to(self.device)
 
     def fit(self, good_images: torch.Tensor, progress: bool = False,
             on_features: Callable[[torch.Tensor], None] | None = None) -> PatchCore:
@@ -163,19 +166,21 @@ class PatchCore:
         record of how (threshold.py). Thresholds come from leave-one-out scores: each held-out image scored with
         statistics from the others, as a new good image would be."""
         raw = val_distances.cpu().numpy()
-        scored = None
+        scored = mapped = None
         use_position = self.config.position_norm == "cell" and len(raw) >= MIN_POSITION_IMAGES
         if use_position:
             loc, spread = position_statistics(raw, self.config.scale_power)
-            self._set_scorer(torch.from_numpy(loc), torch.from_numpy(spread))
+            map_spread = position_statistics(raw, self.config.map_scale_power)[1]
+            self._set_scorer(torch.from_numpy(loc), torch.from_numpy(spread), torch.from_numpy(map_spread))
             scored = leave_one_out(raw, self.config.scale_power)
+            mapped = leave_one_out(raw, self.config.map_scale_power)
         self.position = border_diagnostic(raw, scored)
         self.position["applied"] = use_position
         if self.config.position_norm == "cell" and not use_position:
             self.position["note_applied"] = (f"fewer than {MIN_POSITION_IMAGES} held-out good images: plain "
                                              "nearest-neighbour scores")
-        grids = torch.from_numpy(scored if scored is not None else raw)
-        val_scores, val_maps = self.image_scores(grids), self.maps(grids)
+        val_scores = self.image_scores(torch.from_numpy(scored if scored is not None else raw))
+        val_maps = self.maps(torch.from_numpy(mapped if mapped is not None else raw))
         rate = self.config.false_alarm
         image = false_alarm_threshold(val_scores, rate)
         pixel = false_alarm_threshold(val_maps, rate, normal_tail=False)
@@ -200,8 +205,13 @@ class PatchCore:
 
     @torch.inference_mode()
     def scored_grids(self, distances: torch.Tensor) -> torch.Tensor:
-        """(N, h, w) distances -> the detector's position-aware patch scores."""
+        """(N, h, w) distances -> the detector's position-aware patch scores, for the image score."""
         return self.scorer.normalize(distances.to(self.device)).cpu()
+
+    @torch.inference_mode()
+    def map_grids(self, distances: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) distances -> the detector's position-aware patch scores, for the anomaly map."""
+        return self.scorer.normalize_map(distances.to(self.device)).cpu()
 
     def maps(self, patch_scores: torch.Tensor) -> np.ndarray:
         """(N, h, w) patch scores -> (N, H, W) anomaly maps at the input shape."""
@@ -252,7 +262,8 @@ class PatchCore:
             "score_center": self.score_center,
             "threshold_info": self.threshold_info,
             "position": None if self.position is None else {
-                **self.position, "loc": self.scorer.loc.cpu(), "spread": self.scorer.spread.cpu()},
+                **self.position, "loc": self.scorer.loc.cpu(), "spread": self.scorer.spread.cpu(),
+                "map_spread": self.scorer.map_spread.cpu()},
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -269,11 +280,8 @@ class PatchCore:
         if not isinstance(state, dict) or state.get("format") != FILE_FORMAT:
             raise UserError(f"{path} is not an inspectkit PatchCore detector file; pass a file written by anomaly.py")
         version = state.get("version")
-        if version in OLD_VERSIONS:  # fitted without whitening (version 3: plain nearest neighbour): it keeps that
-            config = {**state.get("config", {}), "whiten": 0.0}
-            state = {**state, "config": config, "whitening": None}
-            if version == 3:
-                state = {**state, "config": {**config, "position_norm": "none"}, "position": None}
+        if version in OLD_VERSIONS:
+            state = _with_old_scoring(state, version)
         elif version != FILE_VERSION:
             raise UserError(f"{path} is a version {state.get('version')} detector file; this inspectkit reads "
                             f"version {FILE_VERSION}: {remake}")
@@ -300,11 +308,28 @@ class PatchCore:
         detector.threshold_info = state["threshold_info"]
         position = state.get("position")
         if position is not None:
-            detector.position = {k: v for k, v in position.items() if k not in ("loc", "spread")}
-            detector._set_scorer(position["loc"], position["spread"])
+            detector.position = {k: v for k, v in position.items() if k not in ("loc", "spread", "map_spread")}
+            detector._set_scorer(position["loc"], position["spread"], position["map_spread"])
         else:
             detector._set_scorer()
         return detector
+
+
+def _with_old_scoring(state: dict, version: int) -> dict:
+    """A file of an older version as this version's state with the scoring it was fitted with: version 5 maps
+    with the image score's spread; version 4 also without whitening; version 3 also plain nearest neighbour."""
+    config = dict(state.get("config", {}))
+    position = state.get("position")
+    if isinstance(position, dict) and "spread" in position:
+        position = {**position, "map_spread": position["spread"]}
+        if config.get("position_norm", "cell") == "cell":
+            config["map_scale_power"] = config.get("scale_power", DEFAULT_SCALE_POWER)
+    state = {**state, "config": config, "position": position}
+    if version <= 4:
+        state = {**state, "config": {**config, "whiten": 0.0}, "whitening": None}
+    if version == 3:
+        state = {**state, "config": {**state["config"], "position_norm": "none"}, "position": None}
+    return state
 
 
 def _batches(images: torch.Tensor, size: int) -> Iterable[torch.Tensor]:

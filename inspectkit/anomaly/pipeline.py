@@ -194,8 +194,8 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
     clock.lap("decode")
     decoded_now = cache.decoded
 
-    patch_scores = detector.scored_grids(torch.cat(grids))
-    scores, maps = detector.image_scores(patch_scores), detector.maps(patch_scores)
+    distances = torch.cat(grids)
+    scores, maps = detector.image_scores(detector.scored_grids(distances)), detector.maps(detector.map_grids(distances))
     clock.lap("scoring")
     classes = [s.label for s in test]
     has_masks = np.array([s.mask_path is not None or not s.is_defect for s in test])
@@ -251,7 +251,7 @@ def _run(category: Category, config: PatchCoreConfig, weights: str, device: torc
                    "feature_runtime": feature_runtime.split(" (")[0]},  # the setting; its graph: feature_graph
         "memory_bank": {"patches_before_coreset": detector.bank_size_before_coreset, "pool_size": detector.pool_size,
                         "coreset_size": len(detector.bank), "feature_dim": int(detector.bank.shape[1]),
-                        "grid": list(patch_scores.shape[-2:]),
+                        "grid": list(distances.shape[-2:]),
                         "coreset_radius_of_sampled_points": detector.coreset_radius},
         "position": detector.position,
         "feature_graph": feature_runtime,  # e.g. "onnxruntime (cache)": run-to-run detail, not a setting

@@ -55,7 +55,8 @@ MATRIX_BUDGET = 2**22  # float32 entries of one query-by-bank matrix in the full
 class PatchScorer(nn.Module):
     """(N, C, h, w) patch features -> (anomaly maps (N, H, W), image scores (N,)).
 
-    ``loc`` and ``spread`` (h, w) normalise each cell's distance as ``(d - loc) / spread`` (position.py); without
+    ``loc`` and ``spread`` (h, w) normalise each cell's distance as ``(d - loc) / spread`` for the image score, and
+    ``map_spread`` (``spread`` if not given) as ``(d - loc) / map_spread`` for the anomaly map (position.py); without
     them the distance is used as it is (loc 0, spread 1: plain nearest neighbour, the scoring before them).
     ``mean`` (C,) and ``transform`` (C, C) whiten the features first (the bank is already in those coordinates);
     without them the features are used as they are.
@@ -63,7 +64,8 @@ class PatchScorer(nn.Module):
 
     def __init__(self, bank: torch.Tensor, grid: tuple[int, int], shape: tuple[int, int], sigma: float,
                  score_sigma: float, loc: torch.Tensor | None = None, spread: torch.Tensor | None = None,
-                 mean: torch.Tensor | None = None, transform: torch.Tensor | None = None) -> None:
+                 mean: torch.Tensor | None = None, transform: torch.Tensor | None = None,
+                 map_spread: torch.Tensor | None = None) -> None:
         super().__init__()
         bank = bank.detach().float().cpu().contiguous()
         channels = bank.shape[1]
@@ -75,6 +77,8 @@ class PatchScorer(nn.Module):
         self.register_buffer("bank_sq", (bank * bank).sum(dim=1))
         self.register_buffer("loc", torch.zeros(grid) if loc is None else torch.as_tensor(loc).float())
         self.register_buffer("spread", torch.ones(grid) if spread is None else torch.as_tensor(spread).float())
+        self.register_buffer("map_spread", self.spread.clone() if map_spread is None
+                             else torch.as_tensor(map_spread).float())
         self.post = PostProcess(grid, shape, sigma, score_sigma)
         with one_thread():  # small products: measured, a 152x152 eigh took 1.3 s on torch's 2 threads of busy cores
             centre, axes, self._bound_rows = _bound_axes(bank, self.bank_sq)
@@ -188,8 +192,12 @@ class PatchScorer(nn.Module):
             self._rung, self._pairs = rung - 1, (PAIRS_UP + PAIRS_DOWN) / 2
 
     def normalize(self, distances: torch.Tensor) -> torch.Tensor:
-        """(N, h, w) distances -> position-aware patch scores."""
+        """(N, h, w) distances -> position-aware patch scores, for the image score."""
         return (distances - self.loc) / self.spread
+
+    def normalize_map(self, distances: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) distances -> position-aware patch scores, for the anomaly map."""
+        return (distances - self.loc) / self.map_spread
 
     def on_cores(self, step: Callable[[torch.Tensor], T], grids: torch.Tensor, cores: Cores | None) -> list[T]:
         """``step`` (the post-processing's ``maps``, ``image_scores`` or both) on the grids in one part per core:
@@ -199,10 +207,10 @@ class PatchScorer(nn.Module):
         return cores.map(lambda part: step(grids[part]), cores.ranges(len(grids)))
 
     def forward(self, features: torch.Tensor, cores: Cores | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = self.on_cores(self.post, self.normalize(self.distances(features, cores)), cores)
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat([maps for maps, _ in parts]), torch.cat([scores for _, scores in parts])
+        distances = self.distances(features, cores)
+        maps = self.on_cores(self.post.maps, self.normalize_map(distances), cores)
+        scores = self.on_cores(self.post.image_scores, self.normalize(distances), cores)
+        return torch.cat(maps), torch.cat(scores)
 
 
 def _bound_axes(bank: torch.Tensor, bank_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:

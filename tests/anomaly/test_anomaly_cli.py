@@ -186,6 +186,7 @@ def test_position_flags_are_checked_at_the_boundary(synthetic_root, tmp_path, ca
     base = ["--data-root", str(synthetic_root), "--category", "demo", "--weights", "none", "--out", str(tmp_path)]
     for extra, message in ((["--scale-power", "1.5"], "--scale-power must be in [0, 1]"),
                            (["--position-norm", "none", "--scale-power", "1"], "does nothing with --position-norm"),
+                           (["--map-scale-power", "2"], "--map-scale-power must be in [0, 1]"),
                            (["--position-norm", "row"], "invalid choice: 'row'")):
         code, _, err = run_script(anomaly, base + extra, capsys)
         assert code == 2 and message in err and "Traceback" not in err, err

@@ -27,6 +27,8 @@ from inspectkit.errors import UserError
     ({"sigma": -1.0}, "--sigma and --score-sigma must be >= 0"),
     ({"score_sigma": -0.5}, "--sigma and --score-sigma must be >= 0"),
     ({"scale_power": 1.5}, "--scale-power must be in [0, 1]"),
+    ({"map_scale_power": -0.5}, "--map-scale-power must be in [0, 1]"),
+    ({"position_norm": "none", "map_scale_power": 0.5}, "--map-scale-power does nothing with --position-norm none"),
     ({"whiten": 1.5}, "--whiten must be in [0, 1]"),
     ({"whiten": -0.1}, "--whiten must be in [0, 1]"),
     ({"position_norm": "none", "scale_power": 1.0}, "--scale-power does nothing with --position-norm none"),

@@ -4,6 +4,7 @@ naming the file and the command that makes it again)."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnxruntime
 import pytest
 import torch
@@ -63,6 +64,7 @@ def detector_file(synthetic_root, tmp_path_factory):
     (lambda state: state["position"].update(loc=torch.zeros(2, 2)), "position statistics 'loc'"),
     (lambda state: state["position"].update(spread=torch.ones(8, 8, dtype=torch.int64)),
      "position statistics 'spread'"),
+    (lambda state: state["position"]["map_spread"].mul_(-1), "position statistics 'map_spread' are not all positive"),
     (lambda state: state.update(whitening=None), "no whitening, but its config has whiten 0.25"),
     (lambda state: state["whitening"].update(transform=torch.eye(3)), "whitening 'transform' is not a float tensor"),
     (lambda state: state["whitening"]["mean"].fill_(float("nan")), "whitening 'mean' holds NaN"),
@@ -88,10 +90,11 @@ def test_a_detector_file_from_before_position_aware_scoring_keeps_its_scoring(de
     from inspectkit.anomaly import PatchCore
 
     state = torch.load(detector_file, weights_only=True)
-    assert state["version"] == 5 and state["position"] is not None and state["whitening"] is not None
+    assert state["version"] == 6 and state["position"] is not None and state["whitening"] is not None
     old = {k: v for k, v in state.items() if k not in ("position", "whitening")}
     old["version"] = 3
-    old["config"] = {k: v for k, v in state["config"].items() if k not in ("position_norm", "scale_power", "whiten")}
+    old["config"] = {k: v for k, v in state["config"].items()
+                     if k not in ("position_norm", "scale_power", "map_scale_power", "whiten")}
     torch.save(old, tmp_path / "v3.pt")
     detector = PatchCore.load(tmp_path / "v3.pt")
     assert detector.config.position_norm == "none" and detector.position is None
@@ -110,7 +113,8 @@ def test_a_detector_file_from_before_whitening_keeps_its_scoring(detector_file, 
     state = torch.load(detector_file, weights_only=True)
     old = {k: v for k, v in state.items() if k != "whitening"}
     old["version"] = 4
-    old["config"] = {k: v for k, v in state["config"].items() if k != "whiten"}
+    old["config"] = {k: v for k, v in state["config"].items() if k not in ("whiten", "map_scale_power")}
+    old["position"] = {k: v for k, v in state["position"].items() if k != "map_spread"}
     torch.save(old, tmp_path / "v4.pt")
     detector = PatchCore.load(tmp_path / "v4.pt")
     assert detector.config.whiten == 0 and detector.whitening is None and not detector.scorer.whitened
@@ -125,3 +129,27 @@ def test_a_detector_file_from_before_whitening_keeps_its_scoring(detector_file, 
     torch.testing.assert_close(torch.from_numpy(scores),
                                torch.from_numpy(detector.image_scores(detector.scored_grids(nearest))),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_a_detector_file_from_before_the_maps_own_spread_keeps_its_maps(detector_file, tmp_path):
+    """A version-5 file (whitened, one spread for the image score and the map) loads with its map divided by that
+    same spread, as it was calibrated; this version's file divides its map by the map's own spread."""
+    from inspectkit.anomaly import PatchCore
+
+    state = torch.load(detector_file, weights_only=True)
+    generator = torch.Generator().manual_seed(1)
+    for name in ("spread", "map_spread"):  # two different spreads, so that the test can fail
+        state["position"][name] = torch.rand(state["position"]["loc"].shape, generator=generator) + 0.5
+    torch.save(state, tmp_path / "v6.pt")
+    old = {**state, "version": 5, "position": {k: v for k, v in state["position"].items() if k != "map_spread"}}
+    old["config"] = {k: v for k, v in state["config"].items() if k != "map_scale_power"}
+    torch.save(old, tmp_path / "v5.pt")
+    images = torch.randint(0, 256, (2, 3, *PatchCore.load(detector_file).input_shape), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    for path, spread in ((tmp_path / "v5.pt", "spread"), (tmp_path / "v6.pt", "map_spread")):
+        detector = PatchCore.load(path)
+        assert detector.whitening is not None and detector.config.whiten == state["config"]["whiten"]
+        distances = detector.patch_scores(detector.extract(images))
+        expected = detector.maps((distances - state["position"]["loc"]) / state["position"][spread])
+        np.testing.assert_allclose(detector.score(images)[1], expected, rtol=1e-4, atol=1e-4)
+    assert PatchCore.load(tmp_path / "v5.pt").config.map_scale_power == state["config"]["scale_power"]

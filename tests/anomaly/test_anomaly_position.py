@@ -104,3 +104,27 @@ def test_too_few_held_out_images_leave_plain_scores_and_say_so():
     scores, _ = detector.score(images)
     raw = detector.image_scores(detector.patch_scores(detector.extract(images)))
     np.testing.assert_allclose(scores, raw, rtol=1e-6)
+
+
+def test_the_map_divides_by_its_own_spread_and_the_image_score_by_the_cells():
+    """The default divides the anomaly map by one scale (map scale power 0: the location only) and the image score
+    by each cell's partial spread (0.5); with both powers equal, both use the same spread."""
+    generator = torch.Generator().manual_seed(1)
+    train = torch.randint(0, 256, (24, 3, 64, 64), dtype=torch.uint8, generator=generator)  # 6 held out
+
+    def fitted(**values):
+        config = PatchCoreConfig(image_size=64, coreset_ratio=0.25, validation_share=0.25, **values)
+        return PatchCore.build(config, "none").fit(train)
+
+    default, same = fitted(), fitted(map_scale_power=0.5)
+    scorer = default.scorer
+    assert default.position["applied"] and scorer.spread.std() > 0  # the cells' spreads differ: the test can fail
+    assert torch.allclose(scorer.map_spread, scorer.map_spread.mean().expand_as(scorer.map_spread))
+    assert torch.equal(same.scorer.map_spread, same.scorer.spread) and torch.equal(same.scorer.spread, scorer.spread)
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=generator)
+    scores, maps = default.score(images)
+    distances = default.patch_scores(default.extract(images))
+    np.testing.assert_allclose(maps, default.maps((distances - scorer.loc) / scorer.map_spread), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(scores, default.image_scores((distances - scorer.loc) / scorer.spread), rtol=1e-5,
+                               atol=1e-5)
