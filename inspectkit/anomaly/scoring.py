@@ -39,8 +39,11 @@ QUERY_CHUNK = 128  # queries per bounded search: its (queries x bank) bound matr
 # The screened search (``_nearest_screened``), where the CPU multiplies bfloat16 fast (AVX512-BF16, AMX, Arm's BF16;
 # measured on this project's 2-core AMD EPYC: 3.0x float32's rate): one bfloat16 product of each chunk of queries
 # with the whole bank gives every query-to-bank distance less a bound of its own rounding, folded into the product as
-# extra columns, so it is a lower bound like the principal-axis one, but a tight one: 1.2 candidates per query are
-# left on screw and kolektorsdd (whitened), where the principal axes leave 17-106. bfloat16 keeps 8 significant
+# extra columns, so it is a lower bound like the principal-axis one, but a tight one: 1.6-1.9 candidates per query
+# are left on bottle, screw and kolektorsdd (whitened), where the principal axes leave 9-106; 1.4-1.6x faster end
+# to end of the search. Where the nearest patches lie far closer than the features' norms (random-init features), the
+# rounding bound hides them: a scorer whose screen leaves more than PAIRS_UP per query (running mean) goes over to
+# the principal-axis search for good. bfloat16 keeps 8 significant
 # bits: each rounding is within UNIT of the value. The inputs' rounding moves 2 q.b by at most 4 UNIT |q||b|, the
 # output's rounding at most UNIT (|b|^2 + 2 |q||b|) plus the folded terms' own; 5 % more covers the float32
 # accumulation (~1e-5) and what is second order. A CPU without fast bfloat16 keeps the principal-axis search.
@@ -88,6 +91,7 @@ class PatchScorer(nn.Module):
         self._screen_rows = _screen_rows(bank, centre) if bfloat16_is_fast() else None
         if self._screen_rows is not None and not self._screen_holds(bank):
             self._screen_rows = None
+        self._screen_pairs = 0.0  # running mean of the candidates the screen leaves per query
         self._pairs = (PAIRS_UP + PAIRS_DOWN) / 2  # running mean of the candidates left per query
         self.chunk = QUERY_CHUNK
 
@@ -102,8 +106,7 @@ class PatchScorer(nn.Module):
             return self._nearest(queries).reshape(n, h, w)
         out = torch.empty(len(queries), device=queries.device)
         if queries.device.type == "cpu":
-            nearest = self._nearest_bounded if self._screen_rows is None else self._nearest_screened
-            chunk = self.chunk
+            nearest, chunk = self._nearest_cpu, self.chunk
         else:
             nearest, chunk = self._nearest, max(self.chunk, MATRIX_BUDGET // len(self.bank))
 
@@ -147,6 +150,12 @@ class PatchScorer(nn.Module):
         found = _row_distances(queries.index_select(0, rows), self.bank.index_select(0, cols))
         return upper.scatter_reduce(0, rows, found, "amin")
 
+    def _nearest_cpu(self, queries: torch.Tensor) -> torch.Tensor:
+        """The screened search while it stays tight, else the principal-axis one."""
+        if self._screen_rows is None:
+            return self._nearest_bounded(queries)
+        return self._nearest_screened(queries)
+
     def _nearest_screened(self, queries: torch.Tensor) -> torch.Tensor:
         """The same distances as ``_nearest`` (exactly), from the bfloat16 screen's lower bound of every squared
         distance less |q - centre|^2 (CPU tensors)."""
@@ -155,7 +164,11 @@ class PatchScorer(nn.Module):
         bound = torch.mm(_screen_queries(centred, squares), self._screen_rows).float().numpy()
         slack = BOUND_SLACK * ((queries * queries).sum(dim=1) + squares)  # the float32 rounding of |q - b|^2
         upper, left = self._left(queries, bound, squares - slack)
-        if np.count_nonzero(left) > PAIRS_FULL * len(queries):  # a screen this loose should not happen: be exact
+        pairs = np.count_nonzero(left)
+        self._screen_pairs = 0.8 * self._screen_pairs + 0.2 * pairs / len(queries)
+        if self._screen_pairs > PAIRS_UP:  # nearest patches far closer than the features' norms (random-init
+            self._screen_rows = None       # features): bfloat16's rounding hides them; the principal axes take over
+        if pairs > PAIRS_FULL * len(queries):  # too loose for this chunk: the full product, exact
             squared = torch.addmm(self.bank_sq[None, :] * (1 - BOUND_SLACK), queries, self.bank.T, alpha=-2.0)
             upper, left = self._left(queries, squared.numpy(), (queries * queries).sum(dim=1) * (1 - BOUND_SLACK))
         candidates = torch.from_numpy(np.flatnonzero(left))

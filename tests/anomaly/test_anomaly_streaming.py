@@ -166,3 +166,21 @@ def test_the_same_seed_gives_the_same_bank():
         return detector.finish_fit().bank.numpy()
 
     assert np.array_equal(bank(0), bank(0)) and not np.array_equal(bank(0), bank(1))
+
+
+def test_a_loose_screen_hands_over_to_the_principal_axes(monkeypatch):
+    """Tight clusters far apart: every patch of a query's cluster lies within the screen's rounding bound, so the
+    screen leaves hundreds of candidates per query. The scorer hands over to the principal-axis search after a few
+    chunks, and every distance is still exact."""
+    monkeypatch.setattr(scoring, "bfloat16_is_fast", lambda: True)
+    generator = torch.Generator().manual_seed(5)
+    centres = torch.randn(2, 32, generator=generator) * 10
+    bank = centres[torch.arange(1200) % 2] + 0.01 * torch.randn(1200, 32, generator=generator)
+    queries = centres[torch.arange(2000) % 2] + 0.01 * torch.randn(2000, 32, generator=generator)
+    scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
+    assert scorer._screen_rows is not None
+    with torch.inference_mode():
+        distances = scorer.distances(queries.T.reshape(1, 32, 2000, 1)).reshape(-1)
+    assert scorer._screen_rows is None  # handed over
+    expected = torch.cdist(queries.double(), bank.double()).min(dim=1).values.float()
+    assert torch.allclose(distances, expected, rtol=1e-5, atol=1e-6)
