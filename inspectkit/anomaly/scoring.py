@@ -51,6 +51,7 @@ UNIT = 2.0**-8
 SCREEN_NORMS = 6.1 * UNIT * 1.05  # times |q||b|: the inputs' rounding, the output's, the norm columns' own
 SCREEN_SQUARES = UNIT * 1.05  # times |b|^2: the output's rounding of the bank's squared norms
 SCREEN_SPEEDUP = 1.5  # bfloat16 must multiply this much faster than float32 for the screen to be used
+SCREEN_CHECK = 2048  # bank patches the screen's bound is checked against when a scorer is made
 T = TypeVar("T")
 MATRIX_BUDGET = 2**22  # float32 entries of one query-by-bank matrix in the full product (a GPU, a traced graph)
 
@@ -178,14 +179,17 @@ class PatchScorer(nn.Module):
 
     def _screen_holds(self, bank: torch.Tensor) -> bool:
         """Whether the screen's bound stays below the true squared distances on this CPU, checked on queries
-        near and between bank patches (a bfloat16 product that does not accumulate in float32 fails it)."""
+        near and between bank patches, against up to SCREEN_CHECK of them (a bfloat16 product that does not
+        accumulate in float32 fails it)."""
         generator = torch.Generator().manual_seed(0)
-        picks = bank[torch.randint(len(bank), (2, 256), generator=generator)]
+        columns = torch.randperm(len(bank), generator=generator)[:SCREEN_CHECK]
+        picks = bank[columns[torch.randint(len(columns), (2, 256), generator=generator)]]
         queries = torch.cat([picks[0] + 1e-3 * picks[0].abs().mean(), (picks[0] + picks[1]) / 2])
         centred = queries - self.centre
         squares = (centred * centred).sum(dim=1)
-        bound = torch.mm(_screen_queries(centred, squares), self._screen_rows).double() + squares.double()[:, None]
-        return bool((bound <= torch.cdist(queries.double(), bank.double()).square()).all())
+        bound = torch.mm(_screen_queries(centred, squares), self._screen_rows[:, columns]).double()
+        truth = torch.cdist(queries.double(), bank[columns].double()).square()
+        return bool((bound + squares.double()[:, None] <= truth).all())
 
     def _left(self, queries: torch.Tensor, bound: np.ndarray, offset: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """From a lower bound ``bound[i, j] + offset[i] <= |q_i - b_j|^2``: the distance to the bank patch of the
