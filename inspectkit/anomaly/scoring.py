@@ -140,16 +140,7 @@ class PatchScorer(nn.Module):
         # bound[i, j] + offset[i] <= |q_i - b_j|^2, one product (the bank's offsets ride on a column of ones);
         # numpy's row reductions are ~15x faster than torch's here
         bound = torch.mm(torch.cat([lead, torch.ones(len(queries), 1)], dim=1), bound_rows).numpy()
-        upper, left = self._left(queries, bound, offset)
-        pairs = np.count_nonzero(left)
-        self._adapt(rung, pairs / len(queries))
-        if pairs > PAIRS_FULL * len(queries):  # too loose at this rung: the full product, less its rounding
-            squared = torch.addmm(self.bank_sq[None, :] * (1 - BOUND_SLACK), queries, self.bank.T, alpha=-2.0)
-            upper, left = self._left(queries, squared.numpy(), (queries * queries).sum(dim=1) * (1 - BOUND_SLACK))
-        candidates = torch.from_numpy(np.flatnonzero(left))
-        rows, cols = candidates // len(self.bank), candidates % len(self.bank)
-        found = _row_distances(queries.index_select(0, rows), self.bank.index_select(0, cols))
-        return upper.scatter_reduce(0, rows, found, "amin")
+        return self._measured(queries, bound, offset, lambda pairs: self._adapt(rung, pairs))
 
     def _nearest_cpu(self, queries: torch.Tensor) -> torch.Tensor:
         """The screened search while it stays tight, else the principal-axis one."""
@@ -164,18 +155,31 @@ class PatchScorer(nn.Module):
         squares = (centred * centred).sum(dim=1)
         bound = torch.mm(_screen_queries(centred, squares), self._screen_rows).float().numpy()
         slack = BOUND_SLACK * ((queries * queries).sum(dim=1) + squares)  # the float32 rounding of |q - b|^2
-        upper, left = self._left(queries, bound, squares - slack)
+        return self._measured(queries, bound, squares - slack, self._adapt_screen)
+
+    def _measured(self, queries: torch.Tensor, bound: np.ndarray, offset: torch.Tensor,
+                  adapt: Callable[[float], None]) -> torch.Tensor:
+        """The exact nearest distances from a lower bound ``bound[i, j] + offset[i] <= |q_i - b_j|^2``: only the
+        bank patches it leaves are measured in full, or the whole bank where it leaves more than PAIRS_FULL per
+        query. ``adapt`` hears how many it left per query."""
+        upper, left = self._left(queries, bound, offset)
         pairs = np.count_nonzero(left)
-        self._screen_pairs = 0.8 * self._screen_pairs + 0.2 * pairs / len(queries)
-        if self._screen_pairs > PAIRS_UP:  # nearest patches far closer than the features' norms (random-init
-            self._screen_rows = None       # features): bfloat16's rounding hides them; the principal axes take over
-        if pairs > PAIRS_FULL * len(queries):  # too loose for this chunk: the full product, exact
+        adapt(pairs / len(queries))
+        if pairs > PAIRS_FULL * len(queries):  # too loose: the full product, less its rounding
             squared = torch.addmm(self.bank_sq[None, :] * (1 - BOUND_SLACK), queries, self.bank.T, alpha=-2.0)
             upper, left = self._left(queries, squared.numpy(), (queries * queries).sum(dim=1) * (1 - BOUND_SLACK))
         candidates = torch.from_numpy(np.flatnonzero(left))
         rows, cols = candidates // len(self.bank), candidates % len(self.bank)
         found = _row_distances(queries.index_select(0, rows), self.bank.index_select(0, cols))
         return upper.scatter_reduce(0, rows, found, "amin")
+
+    def _adapt_screen(self, pairs: float) -> None:
+        """Hand the search over to the principal axes for good once the screen leaves more than PAIRS_UP
+        candidates per query (running mean): nearest patches far closer than the features' norms (random-init
+        features), which bfloat16's rounding hides."""
+        self._screen_pairs = 0.8 * self._screen_pairs + 0.2 * pairs
+        if self._screen_pairs > PAIRS_UP:
+            self._screen_rows = None
 
     def _screen_holds(self, bank: torch.Tensor) -> bool:
         """Whether the screen's bound stays below the true squared distances on this CPU, checked on queries
