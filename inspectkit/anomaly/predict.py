@@ -10,7 +10,7 @@ import io
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,15 +141,8 @@ def _batches(files: list[Path], shape: tuple[int, int], batch_size: int, pool: T
         except BadImage as exc:
             return path, None, exc.reason
 
-    def submit(start: int) -> list[Future]:
-        return [pool.submit(load, path) for path in files[start:start + batch_size]]
-
-    # the next batch decodes while this one is scored: decoding (PIL, outside the GIL) and the backbone's and the
-    # search's vector arithmetic share the cores better side by side than one after the other
-    ahead = submit(0)
     for start in range(0, len(files), batch_size):
-        current, ahead = ahead, submit(start + batch_size)
-        results = [future.result() for future in current]
+        results = list(pool.map(load, files[start:start + batch_size]))
         good = [(p, size) for p, arr, size in results if arr is not None]
         bad = [(p, reason) for p, arr, reason in results if arr is None]
         arrays = [arr for _, arr, _ in results if arr is not None]
