@@ -62,12 +62,19 @@ def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift
     bank, queries = bank * scale + shift, queries * scale + shift
     expected = torch.cdist(queries.double(), bank.double()).min(dim=1).values.float()
     scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
-    assert (scorer._screen_rows is not None) == (search == "screen")
+    assert (scorer._screens is not None) == (search == "screen")
     as_grid = queries.T.reshape(1, 152, len(queries), 1)
     with torch.inference_mode():
         bounded = scorer.distances(as_grid, Cores(2)).reshape(-1)
         dense = scorer._nearest(queries)
     assert torch.allclose(bounded, expected, rtol=1e-5, atol=1e-5 * scale)
+    if search == "screen" and not full:  # every rung of the screen (leading axes, then all channels) is exact
+        assert [axes for axes, _ in scorer._screens] == [96, 112, 128, None]
+        for rung in range(len(scorer._screens)):
+            scorer._screen_rung = rung
+            with torch.inference_mode():
+                on_rung = scorer._nearest_screened(queries)
+            assert torch.allclose(on_rung, expected, rtol=1e-5, atol=1e-5 * scale), rung
     # the traced form picks its patch by |b|^2 - 2 q.b, whose float rounding can prefer a twin that is farther by
     # up to ~1e-7 (|q|^2 + |b|^2); it measures that patch's distance directly
     rounding = 1e-6 * ((queries * queries).sum(dim=1) + (bank * bank).sum(dim=1).max())
@@ -108,7 +115,7 @@ def test_a_screen_that_fails_its_check_is_not_used(monkeypatch):
     generator = torch.Generator().manual_seed(4)
     bank, queries = torch.randn(400, 24, generator=generator), torch.randn(300, 24, generator=generator)
     scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
-    assert scorer._screen_rows is None
+    assert scorer._screens is None
     distances = scorer.distances(queries.T.reshape(1, 24, 300, 1)).reshape(-1)
     assert torch.allclose(distances, torch.cdist(queries, bank).min(dim=1).values, atol=1e-5)
 
@@ -178,9 +185,31 @@ def test_a_loose_screen_hands_over_to_the_principal_axes(monkeypatch):
     bank = centres[torch.arange(1200) % 2] + 0.01 * torch.randn(1200, 32, generator=generator)
     queries = centres[torch.arange(2000) % 2] + 0.01 * torch.randn(2000, 32, generator=generator)
     scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
-    assert scorer._screen_rows is not None
+    assert scorer._screens is not None
     with torch.inference_mode():
         distances = scorer.distances(queries.T.reshape(1, 32, 2000, 1)).reshape(-1)
-    assert scorer._screen_rows is None  # handed over
+    assert scorer._screens is None  # handed over
     expected = torch.cdist(queries.double(), bank.double()).min(dim=1).values.float()
     assert torch.allclose(distances, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_screen_moves_to_fewer_axes_while_it_leaves_few_candidates(monkeypatch):
+    """Clustered features in 152 channels whose spread falls off along the axes: on all channels the screen leaves
+    about 1.4 candidates per query (fewer than SCREEN_DOWN), so it moves to fewer axes; every distance is exact."""
+    monkeypatch.setattr(scoring, "bfloat16_is_fast", lambda: True)
+    generator = torch.Generator().manual_seed(6)
+    scale = torch.linspace(2.0, 0.05, 152)  # a decaying spectrum, like whitened patch features
+    centres = torch.randn(400, 152, generator=generator) * scale
+
+    def around_centres(n: int) -> torch.Tensor:
+        return centres[torch.randint(400, (n,), generator=generator)] + torch.randn(n, 152, generator=generator) * scale
+
+    bank, queries = around_centres(3000), around_centres(3000)
+    scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
+    top = len(scorer._screens) - 1
+    assert scorer._screen_rung == top
+    with torch.inference_mode():
+        distances = scorer.distances(queries.T.reshape(1, 152, 3000, 1)).reshape(-1)
+    assert scorer._screens is not None and scorer._screen_rung < top  # it moved to fewer axes
+    assert torch.allclose(distances, torch.cdist(queries.double(), bank.double()).min(dim=1).values.float(),
+                          rtol=1e-5, atol=1e-5)
