@@ -39,14 +39,15 @@ QUERY_CHUNK = 128  # queries per bounded search: its (queries x bank) bound matr
 # The screened search (``_nearest_screened``), where the CPU multiplies bfloat16 fast (AVX512-BF16, AMX, Arm's BF16;
 # measured on this project's 2-core AMD EPYC: 3.0x float32's rate): one bfloat16 product of each chunk of queries
 # with the whole bank gives every query-to-bank distance less a bound of its own rounding, folded into the product as
-# extra columns, so it is a lower bound like the principal-axis one, but a tight one: 1.6-1.9 candidates per query
-# are left on bottle, screw and kolektorsdd (whitened), where the principal axes leave 9-106; 1.4-1.6x faster end
-# to end of the search. Where the nearest patches lie far closer than the features' norms (random-init features), the
-# rounding bound hides them: a scorer whose screen leaves more than PAIRS_UP per query (running mean) goes over to
-# the principal-axis search for good. bfloat16 keeps 8 significant
-# bits: each rounding is within UNIT of the value. The inputs' rounding moves 2 q.b by at most 4 UNIT |q||b|, the
-# output's rounding at most UNIT (|b|^2 + 2 |q||b|) plus the folded terms' own; 5 % more covers the float32
-# accumulation (~1e-5) and what is second order. A CPU without fast bfloat16 keeps the principal-axis search.
+# extra columns, so it is a lower bound like the principal-axis one, but a tight one: on all channels 1.6-1.9
+# candidates per query are left on bottle, screw and kolektorsdd (whitened), where the principal axes leave 9-106;
+# 1.4-1.6x faster end to end of the search (fewer axes: SCREEN_AXES below). Where the nearest patches lie far closer
+# than the features' norms (random-init features), the rounding bound hides them: a scorer whose screen leaves more
+# than PAIRS_UP per query (running mean) goes over to the principal-axis search for good. bfloat16 keeps 8
+# significant bits: each rounding is within UNIT of the value. The inputs' rounding moves 2 q.b by at most
+# 4 UNIT |q||b|, the output's rounding at most UNIT (|b|^2 + 2 |q||b|) plus the folded terms' own; 5 % more covers
+# the float32 accumulation (~1e-5) and what is second order. A CPU without fast bfloat16 keeps the principal-axis
+# search.
 UNIT = 2.0**-8
 SCREEN_NORMS = 6.1 * UNIT * 1.05  # times |q||b|: the inputs' rounding, the output's, the norm columns' own
 SCREEN_SQUARES = UNIT * 1.05  # times |b|^2: the output's rounding of the bank's squared norms
