@@ -150,17 +150,20 @@ class PatchScorer(nn.Module):
         return self._measured(queries, bound, offset, lambda pairs: self._adapt(rung, pairs))
 
     def _nearest_cpu(self, queries: torch.Tensor) -> torch.Tensor:
-        """The screened search while it stays tight, else the principal-axis one."""
-        if self._screens is None:
+        """The screened search while it stays tight, else the principal-axis one. Chunks run on several threads,
+        and one of them may hand the search over meanwhile: each reads the screens once."""
+        screens = self._screens
+        if screens is None:
             return self._nearest_bounded(queries)
-        return self._nearest_screened(queries)
+        return self._nearest_screened(queries, screens)
 
-    def _nearest_screened(self, queries: torch.Tensor) -> torch.Tensor:
+    def _nearest_screened(self, queries: torch.Tensor,
+                          screens: list[tuple[int | None, torch.Tensor]]) -> torch.Tensor:
         """The same distances as ``_nearest`` (exactly), from the bfloat16 screen's lower bound of every squared
         distance on the screen's axes (or all channels) less the query's own squared coordinates there (CPU
         tensors); |q - b|^2 is at least its part on any set of orthonormal axes."""
-        rung = self._screen_rung
-        axes, rows = self._screens[rung]
+        rung = min(self._screen_rung, len(screens) - 1)
+        axes, rows = screens[rung]
         centred = queries - self.centre
         coordinates = centred if axes is None else centred @ self.axes[:, :axes]
         squares = (coordinates * coordinates).sum(dim=1)
@@ -190,9 +193,12 @@ class PatchScorer(nn.Module):
         to more while it leaves more than SCREEN_UP; with all channels and still more than PAIRS_UP, hand the search
         over to the principal-axis bound for good (nearest patches far closer than the features' norms, as with
         random-init features, which bfloat16's rounding hides). Only the speed depends on it."""
+        screens = self._screens
+        if screens is None:  # another thread handed it over
+            return
         self._screen_pairs = 0.8 * self._screen_pairs + 0.2 * pairs
         middle = (SCREEN_UP + SCREEN_DOWN) / 2
-        if self._screen_pairs > SCREEN_UP and rung + 1 < len(self._screens):
+        if self._screen_pairs > SCREEN_UP and rung + 1 < len(screens):
             self._screen_rung, self._screen_pairs = rung + 1, middle
         elif self._screen_pairs > PAIRS_UP:
             self._screens = None

@@ -73,7 +73,7 @@ def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift
         for rung in range(len(scorer._screens)):
             scorer._screen_rung = rung
             with torch.inference_mode():
-                on_rung = scorer._nearest_screened(queries)
+                on_rung = scorer._nearest_screened(queries, scorer._screens)
             assert torch.allclose(on_rung, expected, rtol=1e-5, atol=1e-5 * scale), rung
     # the traced form picks its patch by |b|^2 - 2 q.b, whose float rounding can prefer a twin that is farther by
     # up to ~1e-7 (|q|^2 + |b|^2); it measures that patch's distance directly
@@ -186,8 +186,8 @@ def test_a_loose_screen_hands_over_to_the_principal_axes(monkeypatch):
     queries = centres[torch.arange(2000) % 2] + 0.01 * torch.randn(2000, 32, generator=generator)
     scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
     assert scorer._screens is not None
-    with torch.inference_mode():
-        distances = scorer.distances(queries.T.reshape(1, 32, 2000, 1)).reshape(-1)
+    with torch.inference_mode():  # on two cores: one chunk may hand over while the other searches
+        distances = scorer.distances(queries.T.reshape(1, 32, 2000, 1), Cores(2)).reshape(-1)
     assert scorer._screens is None  # handed over
     expected = torch.cdist(queries.double(), bank.double()).min(dim=1).values.float()
     assert torch.allclose(distances, expected, rtol=1e-5, atol=1e-6)
