@@ -47,7 +47,8 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
                        help="with --position-norm cell: how far each position's own spread divides its score, "
                             "0 (none: location only) to 1 (full standardisation), for the image score")
     group.add_argument("--map-scale-power", type=float, default=PatchCoreConfig.map_scale_power,
-                       help="the same for the anomaly map (default 0: each position's location only, one scale)")
+                       help="the same for the anomaly map; 0 takes each position's location only and one scale "
+                            "for the whole frame, which ranks pixels across positions better")
     group.add_argument("--whiten", type=float, default=PatchCoreConfig.whiten,
                        help="whitening of the features before the nearest-neighbour search, learnt from the good "
                             "patches: each principal direction divided by its standard deviation to the power p; 0 "
