@@ -96,11 +96,11 @@ class PatchScorer(nn.Module):
             centre, axes, self._bound_rows = _bound_axes(bank, self.bank_sq)
         self.register_buffer("centre", centre)
         self.register_buffer("axes", axes)
-        self._rung = max(i for i, rows in enumerate(self._bound_rows) if len(rows) - 1 <= BOUND_START or i == 0)
+        start = max(i for i, rows in enumerate(self._bound_rows) if len(rows) - 1 <= BOUND_START or i == 0)
+        self._bound_ladder = _Ladder(len(self._bound_rows), start, PAIRS_UP, PAIRS_DOWN)
         self._screens = self._screen_rungs(bank) if bfloat16_is_fast() else None
-        self._screen_rung = 0 if self._screens is None else len(self._screens) - 1  # all channels first
-        self._screen_pairs = (SCREEN_UP + SCREEN_DOWN) / 2  # running mean of the candidates it leaves per query
-        self._pairs = (PAIRS_UP + PAIRS_DOWN) / 2  # running mean of the candidates left per query
+        screens = len(self._screens or [None])
+        self._screen_ladder = _Ladder(screens, screens - 1, SCREEN_UP, SCREEN_DOWN)  # all channels first
         self.chunk = QUERY_CHUNK
 
     def distances(self, features: torch.Tensor, cores: Cores | None = None) -> torch.Tensor:
@@ -138,7 +138,7 @@ class PatchScorer(nn.Module):
     def _nearest_bounded(self, queries: torch.Tensor) -> torch.Tensor:
         """The same distances as ``_nearest`` (exactly the nearest patch, measured as |q - b| directly), from a
         lower bound of every distance that rules out all but a few bank patches per query (CPU tensors)."""
-        rung = self._rung
+        rung = self._bound_ladder.rung
         bound_rows = self._bound_rows[rung]
         centred = queries - self.centre
         lead = centred @ self.axes[:, :len(bound_rows) - 1]
@@ -147,7 +147,7 @@ class PatchScorer(nn.Module):
         # bound[i, j] + offset[i] <= |q_i - b_j|^2, one product (the bank's offsets ride on a column of ones);
         # numpy's row reductions are ~15x faster than torch's here
         bound = torch.mm(torch.cat([lead, torch.ones(len(queries), 1)], dim=1), bound_rows).numpy()
-        return self._measured(queries, bound, offset, lambda pairs: self._adapt(rung, pairs))
+        return self._measured(queries, bound, offset, lambda pairs: self._bound_ladder.heard(rung, pairs))
 
     def _nearest_cpu(self, queries: torch.Tensor) -> torch.Tensor:
         """The screened search while it stays tight, else the principal-axis one. Chunks run on several threads,
@@ -162,7 +162,7 @@ class PatchScorer(nn.Module):
         """The same distances as ``_nearest`` (exactly), from the bfloat16 screen's lower bound of every squared
         distance on the screen's axes (or all channels) less the query's own squared coordinates there (CPU
         tensors); |q - b|^2 is at least its part on any set of orthonormal axes."""
-        rung = min(self._screen_rung, len(screens) - 1)
+        rung = self._screen_ladder.rung
         axes, rows = screens[rung]
         centred = queries - self.centre
         coordinates = centred if axes is None else centred @ self.axes[:, :axes]
@@ -189,21 +189,12 @@ class PatchScorer(nn.Module):
         return upper.scatter_reduce(0, rows, found, "amin")
 
     def _adapt_screen(self, rung: int, pairs: float) -> None:
-        """Move the screen to fewer axes while it leaves fewer than SCREEN_DOWN candidates per query (running mean),
-        to more while it leaves more than SCREEN_UP; with all channels and still more than PAIRS_UP, hand the search
-        over to the principal-axis bound for good (nearest patches far closer than the features' norms, as with
-        random-init features, which bfloat16's rounding hides). Only the speed depends on it."""
-        screens = self._screens
-        if screens is None:  # another thread handed it over
-            return
-        self._screen_pairs = 0.8 * self._screen_pairs + 0.2 * pairs
-        middle = (SCREEN_UP + SCREEN_DOWN) / 2
-        if self._screen_pairs > SCREEN_UP and rung + 1 < len(screens):
-            self._screen_rung, self._screen_pairs = rung + 1, middle
-        elif self._screen_pairs > PAIRS_UP:
+        """The screen's ladder hears the chunk; on all channels and still more than PAIRS_UP candidates per query
+        (running mean), the search goes over to the principal-axis bound for good: nearest patches far closer than
+        the features' norms, as with random-init features, which bfloat16's rounding hides."""
+        mean = self._screen_ladder.heard(rung, pairs)
+        if rung == self._screen_ladder.rungs - 1 and mean > PAIRS_UP:
             self._screens = None
-        elif self._screen_pairs < SCREEN_DOWN and rung > 0:
-            self._screen_rung, self._screen_pairs = rung - 1, middle
 
     def _screen_rungs(self, bank: torch.Tensor) -> list[tuple[int | None, torch.Tensor]] | None:
         """The screen's rungs, ``(axes, rows)`` with the bank's side of the product on the leading ``axes``
@@ -212,9 +203,9 @@ class PatchScorer(nn.Module):
         full = _screen_rows(bank, self.centre)
         if not self._screen_holds(bank, full):
             return None
-        centred = bank - self.centre
-        rungs = [(k, _screen_rows(centred @ self.axes[:, :k], torch.zeros(k)))
-                 for k in SCREEN_AXES if k < bank.shape[1] and k <= self.axes.shape[1]]
+        lead = (bank - self.centre) @ self.axes  # the bank's coordinates on its leading axes (centred already)
+        rungs = [(k, _screen_rows(lead[:, :k], torch.zeros(k)))
+                 for k in SCREEN_AXES if k < bank.shape[1] and k <= lead.shape[1]]
         return [*rungs, (None, full)]
 
     def _screen_holds(self, bank: torch.Tensor, rows: torch.Tensor) -> bool:
@@ -237,16 +228,6 @@ class PatchScorer(nn.Module):
         best = torch.from_numpy(bound.argmin(axis=1))
         upper = _row_distances(queries, self.bank.index_select(0, best))
         return upper, bound <= (upper.square() - offset).numpy()[:, None]
-
-    def _adapt(self, rung: int, pairs: float) -> None:
-        """Move the bound up or down a rung of BOUND_AXES after a chunk that left ``pairs`` candidates per query
-        (only the speed depends on it: every rung finds the same nearest patches). Chunks run on several threads
-        update it without a lock: a lost update only delays a move by a chunk."""
-        self._pairs = 0.8 * self._pairs + 0.2 * pairs
-        if self._pairs > PAIRS_UP and rung + 1 < len(self._bound_rows):
-            self._rung, self._pairs = rung + 1, (PAIRS_UP + PAIRS_DOWN) / 2
-        elif self._pairs < PAIRS_DOWN and rung > 0:
-            self._rung, self._pairs = rung - 1, (PAIRS_UP + PAIRS_DOWN) / 2
 
     def normalize(self, distances: torch.Tensor) -> torch.Tensor:
         """(N, h, w) distances -> position-aware patch scores, for the image score."""
@@ -285,6 +266,26 @@ def _bound_axes(bank: torch.Tensor, bank_sq: torch.Tensor) -> tuple[torch.Tensor
     return centre, axes, rows
 
 
+class _Ladder:
+    """Which rung of a search's bound a scorer uses (fewer axes: a cheaper product, more candidates left): a running
+    mean of the candidates left per query moves it up a rung above ``up`` and down one below ``down``. Only the
+    speed depends on it: every rung finds the same nearest patches. Chunks run on several threads update it without
+    a lock: a lost update only delays a move by a chunk."""
+
+    def __init__(self, rungs: int, start: int, up: float, down: float) -> None:
+        self.rungs, self.rung, self.up, self.down = rungs, start, up, down
+        self.pairs = (up + down) / 2
+
+    def heard(self, rung: int, pairs: float) -> float:
+        """Take a chunk's ``pairs`` per query, searched at ``rung``; returns the running mean before any move."""
+        self.pairs = mean = 0.8 * self.pairs + 0.2 * pairs
+        if mean > self.up and rung + 1 < self.rungs:
+            self.rung, self.pairs = rung + 1, (self.up + self.down) / 2
+        elif mean < self.down and rung > 0:
+            self.rung, self.pairs = rung - 1, (self.up + self.down) / 2
+        return mean
+
+
 @cache
 def bfloat16_is_fast() -> bool:
     """Whether this CPU multiplies bfloat16 matrices SCREEN_SPEEDUP times faster than float32 (measured once per
@@ -318,8 +319,9 @@ def _screen_rows(bank: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
 
 
 def _screen_queries(centred: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
-    """(N, C + 3) bfloat16: the queries' side of the screen's product, q - centre, 1, 1, |q - centre|; its product with
-    ``_screen_rows`` is at most |q - b|^2 - |q - centre|^2 for every bank patch b."""
+    """(N, C + 3) bfloat16: the queries' side of the screen's product, their centred coordinates (on all channels or
+    on leading axes), 1, 1, and their norm; its product with ``_screen_rows`` of the bank's coordinates on the same
+    axes is at most |q - b|^2 - |q|^2 there, for every bank patch b."""
     ones = torch.ones(len(centred), 2)
     return torch.cat([centred, ones, squares.sqrt()[:, None]], dim=1).bfloat16()
 

@@ -71,7 +71,7 @@ def test_the_bounded_search_finds_the_nearest_patch_in_152_channels(scale, shift
     if search == "screen" and not full:  # every rung of the screen (leading axes, then all channels) is exact
         assert [axes for axes, _ in scorer._screens] == [96, 112, 128, None]
         for rung in range(len(scorer._screens)):
-            scorer._screen_rung = rung
+            scorer._screen_ladder.rung = rung
             with torch.inference_mode():
                 on_rung = scorer._nearest_screened(queries, scorer._screens)
             assert torch.allclose(on_rung, expected, rtol=1e-5, atol=1e-5 * scale), rung
@@ -207,9 +207,9 @@ def test_the_screen_moves_to_fewer_axes_while_it_leaves_few_candidates(monkeypat
     bank, queries = around_centres(3000), around_centres(3000)
     scorer = PatchScorer(bank, (1, 1), (8, 8), sigma=4.0, score_sigma=1.0)
     top = len(scorer._screens) - 1
-    assert scorer._screen_rung == top
+    assert scorer._screen_ladder.rung == top
     with torch.inference_mode():
         distances = scorer.distances(queries.T.reshape(1, 152, 3000, 1)).reshape(-1)
-    assert scorer._screens is not None and scorer._screen_rung < top  # it moved to fewer axes
+    assert scorer._screens is not None and scorer._screen_ladder.rung < top  # it moved to fewer axes
     assert torch.allclose(distances, torch.cdist(queries.double(), bank.double()).min(dim=1).values.float(),
                           rtol=1e-5, atol=1e-5)
